@@ -1,0 +1,160 @@
+"""The agent's life: enrol, then heartbeat on the coordinator's interval, and recover by itself.
+
+Full facts go out at registration and whenever they change; every heartbeat carries the cheap ones
+(available memory, link status). When the coordinator is away the agent backs off exponentially
+with jitter, capped at one heartbeat interval so it is back within one interval of the
+coordinator's return, and logs one line per change of state rather than one per attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from agent.state import AgentState, Enrolment, SetupError, find_join_token
+from agent.system import LocalSystem, System
+from shared.client import ApiError, Client
+from shared.schemas import HeartbeatRequest, NodeFacts, RegisterRequest
+
+log = logging.getLogger("jupiter.agent")
+
+FULL_FACTS_EVERY_S = 60.0  # system_profiler takes seconds; re-read the slow facts this often
+SETUP_RETRY_S = 30.0
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str
+    name: str
+    host: str
+    state_dir: Path
+    python: str
+    join_token: str | None = None
+    full_facts_every_s: float = FULL_FACTS_EVERY_S
+    system: System = field(default_factory=LocalSystem)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig):
+        self.cfg = cfg
+        self.state = AgentState(cfg.state_dir)
+        self.stop_event = threading.Event()
+        self.interval = 5.0
+        self.enrolment: Enrolment | None = None
+        self.facts: NodeFacts | None = None
+        self._facts_at = 0.0
+        self._sent_facts_json: str | None = None
+        self._link = "starting"  # for one log line per state change
+
+    # ------------------------------------------------------------------ facts
+
+    def _refresh_facts(self, force: bool = False) -> None:
+        from agent import facts as facts_mod
+
+        if force or self.facts is None or time.monotonic() - self._facts_at > self.cfg.full_facts_every_s:
+            self.facts = facts_mod.collect(self.cfg.system, python=self.cfg.python)
+            self._facts_at = time.monotonic()
+
+    def _heartbeat_body(self) -> tuple[HeartbeatRequest, str]:
+        from agent import facts as facts_mod
+
+        self._refresh_facts()
+        mem, tb = facts_mod.collect_cheap(self.cfg.system, self.facts)
+        self.facts = self.facts.model_copy(update={"memory_available_gb": mem, "thunderbolt": tb})
+        # Send the full facts only when something beyond the cheap fields changed.
+        stable = self.facts.model_dump_json(exclude={"memory_available_gb"})
+        full = self.facts if stable != self._sent_facts_json else None
+        return HeartbeatRequest(facts=full, memory_available_gb=mem, thunderbolt=tb), stable
+
+    # ------------------------------------------------------------------ protocol
+
+    def _client(self, token: str | None) -> Client:
+        return Client(self.cfg.coordinator, token, timeout=10.0)
+
+    def _register(self) -> Enrolment:
+        token = self.cfg.join_token or find_join_token()
+        if not token:
+            raise SetupError("no join token: set JUPITER_JOIN_TOKEN or JUPITER_JOIN_TOKEN_FILE "
+                             "(the coordinator keeps it in $JUPITER_HOME/join.token on the leader)")
+        self._refresh_facts(force=True)
+        with self._client(token) as c:
+            resp = c.register(RegisterRequest(name=self.cfg.name, host=self.cfg.host, facts=self.facts))
+        enr = Enrolment(self.cfg.coordinator, resp.node_id, resp.node_token)
+        self.state.save(enr)
+        self.interval = resp.heartbeat_interval_s
+        self._sent_facts_json = self.facts.model_dump_json(exclude={"memory_available_gb"})
+        log.info("registered as %s (%s) with %s", self.cfg.name, resp.node_id, self.cfg.coordinator)
+        return enr
+
+    def _beat(self) -> None:
+        body, stable = self._heartbeat_body()
+        with self._client(self.enrolment.node_token) as c:
+            resp = c.heartbeat(self.enrolment.node_id, body)
+        if body.facts is not None:
+            self._sent_facts_json = stable
+        self.interval = resp.heartbeat_interval_s
+
+    def _set_link(self, state: str, message: str) -> None:
+        if state != self._link:
+            (log.warning if state != "connected" else log.info)(message)
+            self._link = state
+
+    def step(self) -> float:
+        """One round: (re)register if needed and heartbeat. Returns seconds to wait."""
+        if self.enrolment is None:
+            self.state.check_writable()
+            self.enrolment = self.state.load(self.cfg.coordinator) or self._register()
+        self._beat()
+        self._set_link("connected", f"heartbeating to {self.cfg.coordinator} every {self.interval:g} s")
+        return self.interval
+
+    def run(self) -> int:
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                wait = self.step()
+                failures = 0
+            except SetupError as exc:
+                # Nothing the coordinator can fix: say so once and look again later, without
+                # exiting (a service manager would restart us into a loop) or calling out.
+                self._set_link(f"setup:{exc}", f"cannot run: {exc}")
+                wait = SETUP_RETRY_S
+            except ApiError as exc:
+                if exc.status in (401, 404) and self.enrolment is not None:
+                    # Our node was deleted or its token rotated: enrol again at once.
+                    self._set_link("re-enrolling", f"coordinator no longer knows this node ({exc}); registering again")
+                    self.state.forget()
+                    self.enrolment = None
+                    wait = 0.2
+                else:
+                    failures += 1
+                    wait = self._backoff(failures)
+                    self._set_link(f"refused-{exc.status}", f"coordinator refused us: {exc}; retrying")
+            except (httpx.TransportError, OSError) as exc:
+                failures += 1
+                wait = self._backoff(failures)
+                self._set_link("unreachable", f"coordinator {self.cfg.coordinator} unreachable "
+                                              f"({type(exc).__name__}); retrying with backoff")
+            self.stop_event.wait(wait)
+        log.info("agent stopped")
+        return 0
+
+    def _backoff(self, failures: int) -> float:
+        cap = max(self.interval, 0.5)
+        return min(cap, 0.25 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    def _stop(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)

@@ -1,0 +1,73 @@
+"""What an agent remembers between runs: its node id and node token, in its state dir (0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from shared.paths import jupiter_home, read_secret, write_secret
+
+
+@dataclass
+class Enrolment:
+    coordinator: str
+    node_id: str
+    node_token: str
+
+
+class SetupError(RuntimeError):
+    """The agent cannot run as configured; the message says what to fix."""
+
+
+class StateDirError(SetupError):
+    """The state dir cannot be used."""
+
+
+class AgentState:
+    def __init__(self, state_dir: Path):
+        self.dir = Path(state_dir)
+        self.path = self.dir / "node.json"
+
+    def check_writable(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StateDirError(f"state dir {self.dir} is not writable ({exc.strerror}); "
+                                f"fix its permissions or free space, or pass --state-dir") from None
+
+    def load(self, coordinator: str) -> Enrolment | None:
+        try:
+            data = json.loads(self.path.read_text())
+            enr = Enrolment(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        # An enrolment belongs to one coordinator; a different URL means enrol afresh.
+        return enr if enr.coordinator.rstrip("/") == coordinator.rstrip("/") else None
+
+    def save(self, enr: Enrolment) -> None:
+        try:
+            write_secret(self.path, json.dumps(asdict(enr)))
+        except OSError as exc:
+            raise StateDirError(f"cannot save the node token in {self.dir} ({exc.strerror}); "
+                                f"fix its permissions or free space") from None
+
+    def forget(self) -> None:
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def find_join_token() -> str | None:
+    """JUPITER_JOIN_TOKEN, then the file JUPITER_JOIN_TOKEN_FILE names (how launchd passes it
+    without the secret in the plist), then the leader's own generated token."""
+    if os.environ.get("JUPITER_JOIN_TOKEN"):
+        return os.environ["JUPITER_JOIN_TOKEN"]
+    if os.environ.get("JUPITER_JOIN_TOKEN_FILE"):
+        return read_secret(Path(os.environ["JUPITER_JOIN_TOKEN_FILE"]))
+    return read_secret(jupiter_home() / "join.token")

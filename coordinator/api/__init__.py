@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; all state lives on `app.state` (see coordinator.app)."""

@@ -1,0 +1,166 @@
+"""The coordinator daemon: builds the FastAPI app around one Store and one Registry, and serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coordinator.api import cluster, nodes
+from coordinator.auth import admin_token_path, join_token_path, load_keyring
+from coordinator.registry import Registry
+from coordinator.settings import Settings, is_loopback
+from coordinator.store import Store
+from shared import __version__
+from shared.cluster_config import load_cluster_config
+
+log = logging.getLogger("jupiter.coordinator")
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full facts report is a few KiB
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413 before anything reads them."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    return await _send_json(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            return await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            return await _send_json(send, 413, f"request body over {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send, status: int, detail: str) -> None:
+    body = JSONResponse({"detail": detail}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict]:
+    # FastAPI's default echoes the whole input back; keep location and message, which name the field.
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.chmod(0o700)  # tokens and the database live here
+    config = load_cluster_config(settings.config_path)
+    keyring = load_keyring(settings.home)
+    store = Store(settings.database_url())
+    registry = Registry(store, config, heartbeat_interval_s=settings.heartbeat_interval_s,
+                        down_after_s=settings.down_after_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(_liveness_loop(registry, settings.liveness_check_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            store.close()
+
+    app = FastAPI(
+        title="Jupiter coordinator",
+        version=__version__,
+        description="Nodes report in; jobs go out. Every route but /healthz and the docs needs "
+                    "`Authorization: Bearer <token>` (admin, join or node token).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.config = config
+    app.state.keyring = keyring
+    app.state.store = store
+    app.state.registry = registry
+    app.include_router(cluster.router)
+    app.include_router(nodes.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(_request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the coordinator log"}, status_code=500)
+
+    app.add_middleware(BodyLimit)
+    return app
+
+
+async def _liveness_loop(registry: Registry, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            down = await asyncio.to_thread(registry.sweep)
+        except Exception:  # a locked or vanished DB must not end liveness for good
+            log.exception("liveness sweep failed")
+            continue
+        for nid in down:
+            log.info("node %s is down", nid)
+
+
+class RefusedToStart(RuntimeError):
+    pass
+
+
+def check_bind(settings: Settings) -> None:
+    """SPEC §3: never listen beyond loopback unless tokens were configured beforehand."""
+    if is_loopback(settings.host):
+        return
+    import os
+
+    configured = ("JUPITER_TOKEN" in os.environ or admin_token_path(settings.home).exists()) and \
+                 ("JUPITER_JOIN_TOKEN" in os.environ or join_token_path(settings.home).exists())
+    if not configured:
+        raise RefusedToStart(
+            f"refusing to listen on {settings.host} without tokens: set JUPITER_TOKEN and JUPITER_JOIN_TOKEN, "
+            f"or start once on 127.0.0.1 so they are generated into {settings.home}")
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    check_bind(settings)
+    app = create_app(settings)
+    log.info("coordinator on http://%s:%d, database %s", settings.host, settings.port, settings.database_url())
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

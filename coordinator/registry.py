@@ -1,0 +1,290 @@
+"""The node registry: who exists, who is alive, and what each node looks like to a client.
+
+The store keeps the truth; this module holds the rules (identity, liveness, declared vs reported)
+and two in-memory indexes the hot heartbeat path needs: token digest -> node id and the parsed facts.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlmodel import select
+
+from coordinator.auth import digest, new_node_token
+from coordinator.store import EventRow, NodeRow, Store
+from shared.cluster_config import ClusterConfig
+from shared.schemas import (
+    DeclaredNode,
+    EventOut,
+    HeartbeatRequest,
+    MPIInfo,
+    NodeDetail,
+    NodeFacts,
+    NodeOut,
+    RegisterRequest,
+    ThunderboltInfo,
+)
+
+
+class Conflict(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+def utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def declared_problems(declared: DeclaredNode | None, facts: NodeFacts | None) -> list[str]:
+    """Where what a node reports contradicts what cluster.yaml says of it."""
+    if declared is None or facts is None:
+        return []
+    out = []
+    if declared.device_type != facts.device_type:
+        out.append(f"declared device_type {declared.device_type!r} but the node reports {facts.device_type!r}")
+    if declared.memory_gb is not None and facts.memory_gb:
+        # Reported RAM is a little under the marketing figure (24 GB -> 24.0; some firmware
+        # reserves a bit), so allow 10 % before calling it a contradiction.
+        if abs(facts.memory_gb - declared.memory_gb) > 0.1 * declared.memory_gb:
+            out.append(f"declared memory_gb {declared.memory_gb:g} but the node reports {facts.memory_gb:g} GB")
+    if declared.chip and facts.chip and declared.chip.lower() not in facts.chip.lower():
+        out.append(f"declared chip {declared.chip!r} but the node reports {facts.chip!r}")
+    return out
+
+
+class Registry:
+    def __init__(self, store: Store, config: ClusterConfig, *, heartbeat_interval_s: float,
+                 down_after_s: float, started_at: float | None = None):
+        self.store = store
+        self.config = config
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.down_after_s = down_after_s
+        # After a restart every node gets one grace period to check in before any is marked down.
+        self.started_at = started_at if started_at is not None else time.time()
+        self._lock = threading.Lock()
+        self._token_index: dict[str, str] = {}  # token digest -> node id
+        self._online: dict[str, bool] = {}
+        self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
+        self.busy_nodes: set[str] = set()  # filled by the scheduler once jobs exist
+        self.sync_declared()
+        self._reload_indexes()
+
+    # ------------------------------------------------------------------ indexes
+
+    def _reload_indexes(self) -> None:
+        with self._lock:
+            self._token_index.clear()
+            self._online.clear()
+            for row in self.store.all_nodes():
+                if row.token_hash:
+                    self._token_index[row.token_hash] = row.id
+                self._online[row.id] = row.online
+
+    def node_for_token(self, token: str) -> str | None:
+        return self._token_index.get(digest(token))
+
+    def facts_of(self, row: NodeRow) -> NodeFacts | None:
+        if not row.facts_json:
+            return None
+        cached = self._facts_cache.get(row.id)
+        if cached and cached[0] == row.facts_json:
+            return cached[1]
+        facts = NodeFacts.model_validate_json(row.facts_json)
+        self._facts_cache[row.id] = (row.facts_json, facts)
+        return facts
+
+    # ------------------------------------------------------------------ declared inventory
+
+    def sync_declared(self) -> None:
+        """Make every cluster.yaml node exist as a row (down until its agent registers)."""
+        with self.store.write() as s:
+            rows = list(s.exec(select(NodeRow)))
+            claimed: set[str] = set()
+            for decl in self.config.nodes:
+                match = next((r for r in rows if r.host.lower() == decl.host.lower()), None) or \
+                    next((r for r in rows if r.name == decl.name), None)
+                blob = decl.model_dump_json()
+                if match is None:
+                    row = NodeRow(id=_new_node_id(), name=decl.name, host=decl.host, declared_json=blob)
+                    s.add(row)
+                    rows.append(row)
+                    s.add(EventRow(node_id=row.id, kind="declared", message=f"declared in cluster.yaml as {decl.host}"))
+                else:
+                    match.declared_json = blob
+                    s.add(match)
+                claimed.add((match or row).id)
+            for r in rows:
+                if r.id in claimed or r.declared_json is None:
+                    continue
+                if r.machine_id is None:  # declared once, never registered, now gone from the file
+                    s.delete(r)
+                else:
+                    r.declared_json = None
+                    s.add(r)
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self, req: RegisterRequest) -> tuple[NodeRow, str, bool]:
+        """Return (node, fresh token, is_new). Same machine and name -> same node id."""
+        now = time.time()
+        token = new_node_token()
+        facts_json = req.facts.model_dump_json()
+        with self.store.write() as s:
+            rows = list(s.exec(select(NodeRow)))
+            row = next((r for r in rows if r.machine_id == req.facts.machine_id and r.name == req.name), None)
+            is_new = row is None
+            if row is None:
+                # An unclaimed declaration for this host (then this name) becomes this node.
+                unclaimed = [r for r in rows if r.machine_id is None]
+                row = next((r for r in unclaimed if r.host.lower() == req.host.lower()), None) or \
+                    next((r for r in unclaimed if r.name == req.name), None)
+            clash = next((r for r in rows if r.name == req.name and r is not row), None)
+            if clash is not None:
+                raise Conflict(f"name {req.name!r} is already used by node {clash.id} on another machine; "
+                               f"start this agent with another --name")
+            if row is None:
+                row = NodeRow(id=_new_node_id(), name=req.name, host=req.host)
+            old_digest = row.token_hash
+            row.name, row.host, row.machine_id = req.name, req.host, req.facts.machine_id
+            row.facts_json = facts_json
+            row.token_hash = digest(token)
+            row.registered_at = row.registered_at or now
+            row.last_heartbeat = now
+            was_online = row.online
+            row.online = True
+            s.add(row)
+            kind = "registered" if is_new else "re-registered"
+            s.add(EventRow(node_id=row.id, at=now, kind=kind,
+                           message=f"{req.facts.chip or req.facts.device_type} at {req.host}, "
+                                   f"{req.facts.memory_gb:g} GB, agent {req.facts.agent_version or '?'}"))
+            if not is_new and not was_online:
+                s.add(EventRow(node_id=row.id, at=now, kind="back", message="registered again"))
+        with self._lock:
+            if old_digest:
+                self._token_index.pop(old_digest, None)  # the old token stops working at once
+            self._token_index[row.token_hash] = row.id
+            self._online[row.id] = True
+        return row, token, is_new
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def heartbeat(self, node_id: str, req: HeartbeatRequest) -> None:
+        row = self.store.get_node(node_id)
+        if row is None:
+            raise NotFound(node_id)
+        facts_json = None
+        if req.facts is not None or req.memory_available_gb is not None or req.thunderbolt is not None:
+            facts = req.facts or self.facts_of(row)
+            if facts is not None:
+                changes = {}
+                if req.memory_available_gb is not None:
+                    changes["memory_available_gb"] = req.memory_available_gb
+                if req.thunderbolt is not None:
+                    changes["thunderbolt"] = req.thunderbolt
+                if changes:
+                    facts = facts.model_copy(update=changes)
+                new_json = facts.model_dump_json()
+                if new_json != row.facts_json:
+                    facts_json = new_json
+        came_back = not self._online.get(node_id, False)
+        self.store.touch_node(node_id, time.time(), facts_json, came_back)
+        self._online[node_id] = True
+
+    # ------------------------------------------------------------------ liveness
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Mark down every node silent for longer than the grace; return their ids."""
+        now = time.time() if now is None else now
+        if now - self.started_at < self.down_after_s:
+            return []
+        stale = [r.id for r in self.store.all_nodes()
+                 if r.online and (r.last_heartbeat is None or now - r.last_heartbeat > self.down_after_s)]
+        self.store.mark_down(stale, now, self.down_after_s)
+        for nid in stale:
+            self._online[nid] = False
+        return stale
+
+    # ------------------------------------------------------------------ admin actions
+
+    def set_drained(self, node_id: str, drained: bool) -> NodeRow:
+        with self.store.write() as s:
+            row = s.get(NodeRow, node_id)
+            if row is None:
+                raise NotFound(node_id)
+            if row.drained != drained:
+                row.drained = drained
+                s.add(row)
+                s.add(EventRow(node_id=node_id, kind="drained" if drained else "undrained",
+                               message="no new work will be placed here" if drained else "schedulable again"))
+        return row
+
+    def delete(self, node_id: str) -> None:
+        row = self.store.get_node(node_id)
+        if row is None:
+            raise NotFound(node_id)
+        self.store.delete_node(node_id, row.name)
+        with self._lock:
+            if row.token_hash:
+                self._token_index.pop(row.token_hash, None)
+            self._online.pop(node_id, None)
+            self._facts_cache.pop(node_id, None)
+
+    # ------------------------------------------------------------------ views
+
+    def status_of(self, row: NodeRow) -> str:
+        if not row.online:
+            return "down"
+        if row.id in self.busy_nodes:
+            return "busy"
+        if row.drained:
+            return "draining"
+        return "ready"
+
+    def view(self, row: NodeRow) -> NodeOut:
+        facts = self.facts_of(row)
+        declared = DeclaredNode.model_validate_json(row.declared_json) if row.declared_json else None
+        problems = list(facts.problems) if facts else []
+        if facts is None and declared is not None:
+            problems.append("declared in cluster.yaml but its agent has never registered")
+        problems += declared_problems(declared, facts)
+        f = facts
+        return NodeOut(
+            id=row.id, name=row.name, host=row.host, status=self.status_of(row),
+            role=declared.role if declared else "hybrid",
+            device_type=f.device_type if f else (declared.device_type if declared else None),
+            chip=f.chip if f else None,
+            memory_gb=f.memory_gb if f else None,
+            memory_available_gb=f.memory_available_gb if f else None,
+            cpu_cores=f.cpu_cores if f else None,
+            os_version=f.os_version if f else None,
+            python_version=f.python_version if f else None,
+            mlx_version=f.mlx_version if f else None,
+            mlx_device=f.mlx_device if f else None,
+            mpi=f.mpi if f else MPIInfo(),
+            thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
+            declared=declared, problems=problems,
+            last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
+            agent_version=f.agent_version if f else None, drained=row.drained,
+        )
+
+    def list_views(self) -> list[NodeOut]:
+        return [self.view(r) for r in self.store.all_nodes()]
+
+    def detail(self, node_id: str, events: int = 50) -> NodeDetail:
+        row = self.store.get_node(node_id)
+        if row is None:
+            raise NotFound(node_id)
+        base = self.view(row)
+        evs = [EventOut(at=utc(e.at), kind=e.kind, message=e.message) for e in self.store.events_for(node_id, events)]
+        return NodeDetail(**base.__dict__, events=evs, facts=self.facts_of(row))
+
+
+def _new_node_id() -> str:
+    return "n-" + secrets.token_hex(5)
+

@@ -1,0 +1,167 @@
+"""The coordinator's durable state: SQLModel tables on SQLite (WAL) or any SQLAlchemy URL.
+
+Only this module speaks SQL. Every write is one transaction, so a SIGKILL at any moment leaves the
+database either before or after a change, never half-way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
+
+SCHEMA_VERSION = 1
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class NodeRow(SQLModel, table=True):
+    __tablename__ = "nodes"
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    host: str = Field(index=True)
+    machine_id: str | None = Field(default=None, index=True)
+    declared_json: str | None = None
+    facts_json: str | None = None
+    token_hash: str | None = Field(default=None, index=True)
+    drained: bool = False
+    online: bool = False
+    registered_at: float | None = None
+    last_heartbeat: float | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+    id: int | None = Field(default=None, primary_key=True)
+    node_id: str | None = Field(default=None, index=True)
+    at: float = Field(default_factory=time.time, index=True)
+    kind: str
+    message: str
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer; NORMAL: a committed transaction survives a process
+    # crash (SIGKILL), only an OS crash could lose the last one.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        sa_event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+class Store:
+    """A thin, thread-safe layer over the tables. Writes are serialised in-process because SQLite
+    has one writer anyway, and queuing here is cheaper than busy-waiting inside SQLite."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._write_lock = threading.Lock()
+        self._migrate()
+
+    # ------------------------------------------------------------------ schema
+
+    def _migrate(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+        with Session(self.engine) as s:
+            row = s.get(Meta, "schema_version")
+            if row is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                s.commit()
+            elif int(row.value) > SCHEMA_VERSION:
+                raise SchemaError(f"database schema version {row.value} is newer than this Jupiter "
+                                  f"({SCHEMA_VERSION}); upgrade Jupiter or point --db elsewhere")
+            # Older versions would be migrated step by step here; version 1 is the first.
+
+    def schema_version(self) -> int:
+        with Session(self.engine) as s:
+            return int(s.get(Meta, "schema_version").value)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write_lock, Session(self.engine, expire_on_commit=False) as s:
+            yield s
+            s.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ nodes
+
+    def all_nodes(self) -> list[NodeRow]:
+        with self.read() as s:
+            return list(s.exec(select(NodeRow).order_by(NodeRow.name)))
+
+    def get_node(self, node_id: str) -> NodeRow | None:
+        with self.read() as s:
+            return s.get(NodeRow, node_id)
+
+    def touch_node(self, node_id: str, now: float, facts_json: str | None, came_back: bool) -> None:
+        """The heartbeat's write: one UPDATE, plus an event when the node returns from down."""
+        values: dict = {"last_heartbeat": now, "online": True}
+        if facts_json is not None:
+            values["facts_json"] = facts_json
+        with self.write() as s:
+            s.exec(update(NodeRow).where(NodeRow.id == node_id).values(**values))
+            if came_back:
+                s.add(EventRow(node_id=node_id, at=now, kind="back", message="heartbeats resumed"))
+
+    def mark_down(self, node_ids: list[str], now: float, grace_s: float) -> None:
+        if not node_ids:
+            return
+        with self.write() as s:
+            s.exec(update(NodeRow).where(NodeRow.id.in_(node_ids)).values(online=False))
+            for nid in node_ids:
+                s.add(EventRow(node_id=nid, at=now, kind="down",
+                               message=f"no heartbeat for {grace_s:g} s"))
+
+    def delete_node(self, node_id: str, name: str) -> None:
+        with self.write() as s:
+            s.exec(delete(NodeRow).where(NodeRow.id == node_id))
+            s.add(EventRow(node_id=node_id, kind="deleted", message=f"node {name!r} forgotten"))
+
+    # ------------------------------------------------------------------ events
+
+    def events_for(self, node_id: str, limit: int = 50) -> list[EventRow]:
+        with self.read() as s:
+            rows = s.exec(select(EventRow).where(EventRow.node_id == node_id)
+                          .order_by(EventRow.at.desc(), EventRow.id.desc()).limit(limit))
+            return list(rows)
+
+    def ping(self) -> None:
+        with self.read() as s:
+            s.exec(text("SELECT 1"))

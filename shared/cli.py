@@ -1,0 +1,222 @@
+"""The `jupiter` command. Client subcommands talk HTTP through shared.client; `coordinator` and
+`agent` import their side lazily so a client-only machine never loads the daemon's code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared import __version__
+from shared.client import ApiError, Client, default_admin_token, default_url
+from shared.paths import DEFAULT_PORT, jupiter_home
+from shared.schemas import HOST_RE, NAME_RE
+
+app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+agent_app = typer.Typer(help="Run an agent, or install it as a service.", invoke_without_command=True)
+app.add_typer(agent_app, name="agent")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _client() -> Client:
+    token = default_admin_token()
+    if not token:
+        _fail("no admin token: set JUPITER_TOKEN (on the leader it is read from $JUPITER_HOME/admin.token)")
+    return Client(default_url(), token)
+
+
+def _call(fn):
+    """Run one API call and turn its failures into one clear line and a non-zero exit."""
+    import httpx
+
+    try:
+        return fn()
+    except ApiError as exc:
+        _fail(str(exc))
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach the coordinator at {default_url()} ({type(exc).__name__}); is it running?")
+
+
+# ---------------------------------------------------------------------------- daemons
+
+
+@app.command()
+def coordinator(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(DEFAULT_PORT, min=1, max=65535),
+    db: Optional[str] = typer.Option(None, help="SQLAlchemy URL; default SQLite under $JUPITER_HOME."),
+    config: Optional[Path] = typer.Option(None, help="cluster.yaml (default: ./config/cluster.yaml if present)."),
+    heartbeat_interval: float = typer.Option(5.0, min=0.1, help="Seconds between agent heartbeats."),
+    down_after: float = typer.Option(30.0, min=0.5, help="Seconds without a heartbeat before a node is down."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the coordinator daemon."""
+    from coordinator.app import RefusedToStart, serve
+    from coordinator.settings import Settings
+    from shared.cluster_config import ConfigError
+
+    _logging(verbose)
+    if config is None and Path("config/cluster.yaml").exists():
+        config = Path("config/cluster.yaml")
+    settings = Settings(host=host, port=port, db_url=db, config_path=config, home=jupiter_home(),
+                        heartbeat_interval_s=heartbeat_interval, down_after_s=down_after)
+    try:
+        serve(settings)
+    except (ConfigError, RefusedToStart, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _default_name() -> str:
+    short = socket.gethostname().split(".")[0]
+    return short if NAME_RE.match(short) else "node"
+
+
+def _default_host() -> str:
+    name = socket.gethostname()
+    return name if HOST_RE.match(name) else "127.0.0.1"
+
+
+@agent_app.callback()
+def agent(
+    ctx: typer.Context,
+    coordinator_url: str = typer.Option(None, "--coordinator", help="Coordinator URL (default $JUPITER_URL)."),
+    name: Optional[str] = typer.Option(None, help="Node name (default: short hostname)."),
+    host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
+    state_dir: Optional[Path] = typer.Option(None, help="Where the node token lives (default $JUPITER_HOME/agent-NAME)."),
+    python: str = typer.Option(sys.executable, help="Interpreter that runs ranks (its MLX is reported)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run one agent in the foreground (or see `install`, `uninstall`)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"coordinator": coordinator_url, "name": name, "host": host, "state_dir": state_dir}
+        return
+    from agent.loop import Agent, AgentConfig, install_signal_handlers
+
+    _logging(verbose)
+    name = name or _default_name()
+    host = host or _default_host()
+    if not NAME_RE.match(name):
+        _fail(f"--name {name!r}: use letters, digits, spaces and . _ ( ) + - (at most 64)")
+    if not HOST_RE.match(host) or ".." in host:
+        _fail(f"--host {host!r}: use a DNS name or an IP address")
+    cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
+                      state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python)
+    ag = Agent(cfg)
+    install_signal_handlers(ag)
+    raise typer.Exit(ag.run())
+
+
+# ---------------------------------------------------------------------------- live state
+
+
+def _gb(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+@app.command()
+def nodes(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Table of the nodes the coordinator knows."""
+    with _client() as c:
+        rows = _call(c.nodes)
+    if as_json:
+        print(json.dumps([n.model_dump(mode="json") for n in rows], indent=2))
+        return
+    console.print(node_table(rows))
+
+
+def node_table(rows) -> Table:
+    t = Table(title="Nodes", title_justify="left")
+    for col in ("name", "host", "status", "role", "type", "chip", "RAM GB", "free GB", "MLX", "MPI", "problems"):
+        t.add_column(col)
+    colours = {"ready": "green", "busy": "cyan", "draining": "yellow", "down": "red"}
+    for n in rows:
+        mpi = f"{n.mpi.implementation} {n.mpi.version or ''}".strip() if n.mpi.implementation else "-"
+        t.add_row(n.name, n.host, f"[{colours.get(n.status, 'white')}]{n.status}[/]", n.role,
+                  n.device_type or "-", n.chip or "-", _gb(n.memory_gb), _gb(n.memory_available_gb),
+                  f"{n.mlx_version or '-'} ({n.mlx_device or '-'})", mpi, str(len(n.problems)) if n.problems else "")
+    return t
+
+
+@app.command()
+def check(config: Path = typer.Option(Path("config/cluster.yaml"), help="cluster.yaml to validate."),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Validate cluster.yaml, then show the live cluster and every problem found."""
+    import httpx
+
+    from shared.cluster_config import ConfigError, load_cluster_config, unhonoured_fields
+
+    report: dict = {"config": str(config), "config_ok": False, "problems": [], "coordinator": None}
+    exit_code = 0
+    try:
+        cfg = load_cluster_config(config)
+        report["config_ok"] = True
+        report["declared_nodes"] = len(cfg.nodes)
+        report["problems"] += [f"cluster.yaml: {p}" for p in unhonoured_fields(cfg)]
+    except ConfigError as exc:
+        report["problems"].append(str(exc))
+        exit_code = 1
+    token = default_admin_token()
+    live_nodes = []
+    try:
+        with Client(default_url(), token) as c:
+            summary = c.cluster()
+            live_nodes = c.nodes()
+        report["coordinator"] = default_url()
+        report["cluster"] = summary.model_dump(mode="json")
+        report["problems"] += [p for p in summary.problems if p not in report["problems"]]
+    except httpx.TransportError:
+        report["problems"].append(f"coordinator at {default_url()} is unreachable: only static checks were made")
+    except ApiError as exc:
+        report["problems"].append(f"coordinator at {default_url()} refused: {exc}")
+    if as_json:
+        report["nodes"] = [n.model_dump(mode="json") for n in live_nodes]
+        print(json.dumps(report, indent=2))
+        raise typer.Exit(exit_code)
+    console.print(f"config {config}: " + ("[green]valid[/]" if report["config_ok"] else "[red]invalid[/]"))
+    if live_nodes:
+        console.print(node_table(live_nodes))
+        s = report["cluster"]
+        console.print(f"memory: {s['memory_gb']:g} GB total, {s['memory_available_gb']:g} GB available on live nodes; "
+                      + ", ".join(f"{k} {v}" for k, v in s["nodes_by_status"].items()))
+    if report["problems"]:
+        console.print("[bold]problems:[/]")
+        for p in report["problems"]:
+            console.print(f"  - {p}", highlight=False)
+    else:
+        console.print("[green]no problems found[/]")
+    raise typer.Exit(exit_code)
+
+
+@app.command()
+def version() -> None:
+    """Print Jupiter's version."""
+    print(__version__)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

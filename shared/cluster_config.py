@@ -1,0 +1,108 @@
+"""config/cluster.yaml: the declared inventory and cluster-wide defaults (SPEC §6).
+
+Loading never half-succeeds: any problem raises `ConfigError` naming the file, the node and the
+field, in words a person can act on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.schemas import DeclaredNode
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["mpi", "ring", "jaccl"] = "mpi"
+    use_thunderbolt_bridge: bool = True
+    network_interface: str | None = None
+    sync_every_n_steps: int = Field(1, ge=1, le=100_000)
+    gradient_compression: bool = False
+    checkpoint_on_failure: bool = True
+    auto_restart_failed_nodes: bool = True
+    nodes: list[DeclaredNode] = Field(default_factory=list)
+
+
+# Fields of the seed's schema that this version of Jupiter stores but does not yet act on.
+# `jupiter check` reports them instead of ignoring them silently (SPEC §6).
+NOT_YET_HONOURED = {
+    "gradient_compression": "gradient_compression is not acted on yet (the built-in trainer is not in this version)",
+    "checkpoint_on_failure": "checkpoint_on_failure is not acted on yet (the built-in trainer is not in this version)",
+    "auto_restart_failed_nodes": "auto_restart_failed_nodes is not acted on yet (jobs are not restarted)",
+}
+
+
+def _where(loc: tuple, raw: dict) -> str:
+    """Turn a pydantic error location into 'node "Main MacBook" (nodes[0]), field memory_gb'."""
+    if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
+        idx = loc[1]
+        entry = (raw.get("nodes") or [])[idx] if idx < len(raw.get("nodes") or []) else {}
+        label = entry.get("name") or entry.get("host") if isinstance(entry, dict) else None
+        node = f'node "{label}" (nodes[{idx}])' if label else f"nodes[{idx}]"
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return f"{node}, field {field}"
+    return "field " + ".".join(str(p) for p in loc)
+
+
+def parse_cluster_config(text: str, source: str = "cluster.yaml") -> ClusterConfig:
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings, got {type(raw).__name__}")
+    try:
+        cfg = ClusterConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            lines.append(f"{source}: {_where(tuple(err['loc']), raw)}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    seen_hosts: dict[str, int] = {}
+    seen_names: dict[str, int] = {}
+    for i, node in enumerate(cfg.nodes):
+        key = node.host.lower()
+        if key in seen_hosts:
+            raise ConfigError(f'{source}: node "{node.name}" (nodes[{i}]), field host: duplicate host '
+                              f'{node.host!r}, already used by nodes[{seen_hosts[key]}]')
+        if node.name in seen_names:
+            raise ConfigError(f'{source}: node "{node.name}" (nodes[{i}]), field name: duplicate name, '
+                              f"already used by nodes[{seen_names[node.name]}]")
+        seen_hosts[key] = i
+        seen_names[node.name] = i
+    return cfg
+
+
+def load_cluster_config(path: str | Path | None) -> ClusterConfig:
+    """Load and validate; a missing path means an empty cluster with the defaults."""
+    if path is None:
+        return ClusterConfig()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    return parse_cluster_config(text, str(p))
+
+
+def unhonoured_fields(cfg: ClusterConfig) -> list[str]:
+    """Settings the user turned on that this version cannot act on yet."""
+    return [msg for name, msg in NOT_YET_HONOURED.items() if getattr(cfg, name)]

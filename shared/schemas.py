@@ -1,0 +1,245 @@
+"""The wire format between agents, the coordinator and clients.
+
+Modelled once, here; the coordinator's routes and the agent's loop both use these types, so the
+OpenAPI page documents exactly what travels.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# A host is a DNS name or an IPv4/IPv6 literal: nothing a shell or a hostfile could misread.
+HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9])?$")
+# Node names are for people ("Main MacBook") but never carry control characters or path parts.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,63}$")
+
+Host = Annotated[str, StringConstraints(pattern=HOST_RE.pattern, max_length=253)]
+NodeName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+
+DeviceType = Literal["mac", "nvidia", "cpu"]
+Role = Literal["generator", "trainer", "hybrid", "evaluator"]
+NodeStatus = Literal["ready", "busy", "draining", "down"]
+
+
+class Wire(BaseModel):
+    """Base for every wire model: unknown fields are refused so typos surface as 422s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- facts (agent -> coordinator)
+
+
+class MPIInfo(Wire):
+    implementation: Literal["openmpi", "mpich"] | None = Field(None, examples=["openmpi"])
+    version: ShortText | None = Field(None, examples=["5.0.11"])
+
+
+class ThunderboltBridge(Wire):
+    interface: ShortText | None = Field(None, examples=["bridge0"])
+    ips: list[ShortText] = Field(default_factory=list, max_length=32, examples=[["169.254.10.1"]])
+    up: bool = False
+    members: list[ShortText] = Field(default_factory=list, max_length=32, examples=[["en2", "en3"]])
+
+
+class ThunderboltPort(Wire):
+    port: int = Field(..., ge=0, le=64, description="Receptacle id (the N of 'Thunderbolt N').")
+    status: Literal["connected", "disconnected", "unknown"] = "unknown"
+    speed_gbps: float | None = Field(None, ge=0, le=1000, description="Negotiated speed; null when no link.")
+    interface: ShortText | None = Field(None, examples=["en2"])
+    peer_uuid: ShortText | None = Field(None, description="Domain UUID of the host on the other end.")
+    peer_name: ShortText | None = None
+
+
+class ThunderboltInfo(Wire):
+    bridge: ThunderboltBridge | None = None
+    ports: list[ThunderboltPort] = Field(default_factory=list, max_length=64)
+    domain_uuids: list[ShortText] = Field(default_factory=list, max_length=64)
+    rdma_enabled: bool | None = Field(None, description="`rdma_ctl status` on macOS 26.2+; null if unknown.")
+
+
+class NetInterface(Wire):
+    name: ShortText
+    up: bool = False
+    speed_mbps: int | None = Field(None, ge=0)
+    ips: list[ShortText] = Field(default_factory=list, max_length=64)
+
+
+class GPUInfo(Wire):
+    name: ShortText
+    memory_gb: float | None = Field(None, ge=0)
+
+
+class NodeFacts(Wire):
+    """What a node says about itself. Every value comes from the node, never from cluster.yaml."""
+
+    machine_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        ..., description="Stable hardware identity (IOPlatformUUID on macOS, /etc/machine-id on Linux)."
+    )
+    hostname: ShortText = Field(..., examples=["mac-mini.local"])
+    os: Literal["macos", "linux", "other"] = "other"
+    os_version: ShortText = Field("", examples=["macOS 15.1 (24B83)"])
+    device_type: DeviceType = "cpu"
+    chip: ShortText = Field("", examples=["Apple M4 Pro"])
+    memory_gb: float = Field(0, ge=0, le=1 << 20)
+    memory_available_gb: float = Field(0, ge=0, le=1 << 20)
+    cpu_cores: int = Field(0, ge=0, le=1 << 16)
+    python_version: ShortText = Field("", examples=["3.11.7"])
+    python_executable: ShortText = ""
+    mlx_version: ShortText | None = Field(None, examples=["0.32.4"])
+    mlx_device: Literal["gpu", "cpu"] | None = Field(None, examples=["gpu"])
+    mpi: MPIInfo = Field(default_factory=MPIInfo)
+    thunderbolt: ThunderboltInfo = Field(default_factory=ThunderboltInfo)
+    interfaces: list[NetInterface] = Field(default_factory=list, max_length=256)
+    gpus: list[GPUInfo] = Field(default_factory=list, max_length=64)
+    problems: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=list, max_length=64, description="Problems the agent found on its own node."
+    )
+    agent_version: ShortText = ""
+
+
+# --------------------------------------------------------------------------- registration and heartbeat
+
+
+class RegisterRequest(Wire):
+    name: NodeName = Field(..., examples=["mac-mini-1"])
+    host: Host = Field(..., description="Address other nodes and the coordinator reach this node at.",
+                       examples=["mac-mini-1.local"])
+    facts: NodeFacts
+
+
+class RegisterResponse(Wire):
+    node_id: str = Field(..., examples=["n-3f9a1c2b7d"])
+    node_token: str = Field(..., description="Secret for this node's heartbeats; shown once.")
+    heartbeat_interval_s: float = Field(..., examples=[5.0])
+
+
+class RankState(Wire):
+    """What an agent knows of one rank it runs."""
+
+    job_id: Annotated[str, StringConstraints(max_length=64)]
+    rank: int = Field(..., ge=0, le=4096)
+    attempt: int = Field(0, ge=0, le=1000)
+    state: Literal["starting", "running", "exited"]
+    pid: int | None = None
+    exit_code: int | None = Field(None, description="Negative: killed by that signal.")
+    reason: ShortText | None = None
+
+
+class RankAssignment(Wire):
+    """A rank the coordinator asks an agent to start."""
+
+    job_id: str
+    rank: int
+    attempt: int = 0
+    world_size: int
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    backend: str = "ring"
+    hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (SPEC §8 `ring`).")
+    start_timeout_s: float = 60.0
+
+
+class HeartbeatRequest(Wire):
+    facts: NodeFacts | None = Field(None, description="Full facts, sent at start and whenever they change.")
+    memory_available_gb: float | None = Field(None, ge=0, le=1 << 20)
+    thunderbolt: ThunderboltInfo | None = Field(None, description="Cheap link status, every heartbeat.")
+    ranks: list[RankState] = Field(default_factory=list, max_length=4096)
+
+
+class StopOrder(Wire):
+    job_id: str
+    reason: str = ""
+
+
+class HeartbeatResponse(Wire):
+    heartbeat_interval_s: float
+    start: list[RankAssignment] = Field(default_factory=list)
+    stop: list[StopOrder] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- what clients read
+
+
+class DeclaredNode(Wire):
+    """A node as cluster.yaml declares it (SPEC §6)."""
+
+    host: Host
+    name: NodeName
+    device_type: DeviceType
+    memory_gb: float | None = Field(None, ge=0)
+    chip: ShortText | None = None
+    role: Role
+    connection_type: Literal["thunderbolt", "ethernet", "wifi"] = "ethernet"
+    ssh_user: ShortText | None = None
+    ssh_port: int = Field(22, ge=1, le=65535)
+    can_generate: bool = True
+    can_train: bool = True
+
+
+class NodeOut(BaseModel):
+    id: str
+    name: str
+    host: str
+    status: NodeStatus
+    role: Role
+    device_type: DeviceType | None
+    chip: str | None
+    memory_gb: float | None
+    memory_available_gb: float | None
+    cpu_cores: int | None
+    os_version: str | None
+    python_version: str | None
+    mlx_version: str | None
+    mlx_device: Literal["gpu", "cpu"] | None
+    mpi: MPIInfo
+    thunderbolt: ThunderboltInfo
+    declared: DeclaredNode | None
+    problems: list[str]
+    last_heartbeat: datetime | None
+    registered_at: datetime | None
+    agent_version: str | None
+    drained: bool = False
+
+
+class EventOut(BaseModel):
+    at: datetime
+    kind: str = Field(..., examples=["registered", "down", "back", "drained", "undrained", "deleted"])
+    message: str
+
+
+class NodeDetail(NodeOut):
+    events: list[EventOut]
+    facts: NodeFacts | None = None
+
+
+class ClusterSummary(BaseModel):
+    nodes: int
+    nodes_by_status: dict[str, int]
+    memory_gb: float
+    memory_available_gb: float
+    problems: list[str]
+    config_path: str | None = None
+    backend: str = "mpi"
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ErrorOut(BaseModel):
+    detail: str | list | dict
+
+
+def validate_host(value: str) -> str:
+    """Raise ValueError unless `value` is safe to use as a host in argv and hostfiles."""
+    if not isinstance(value, str) or not HOST_RE.match(value) or ".." in value:
+        raise ValueError(f"invalid host {value!r}: use a DNS name or an IP address")
+    return value
+

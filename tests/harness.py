@@ -1,0 +1,151 @@
+"""Real processes for the tests: a coordinator (uvicorn on a free loopback port) and agents.
+
+Nothing here fakes the coordinator or the agent; tests drive them over HTTP as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from shared.client import Client
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 10.0, every: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # the thing may not be up yet
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class CoordinatorProcess:
+    def __init__(self, home: Path, *, config: Path | None = None, heartbeat_interval: float = 0.5,
+                 down_after: float = 2.0, extra_env: dict | None = None, port: int | None = None):
+        self.home = home
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.heartbeat_interval = heartbeat_interval
+        self.down_after = down_after
+        self.admin_token = "adm_" + secrets.token_hex(16)
+        self.join_token = "join_" + secrets.token_hex(16)
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = home / "coordinator.log"
+
+    def env(self) -> dict:
+        env = dict(os.environ, JUPITER_HOME=str(self.home), JUPITER_TOKEN=self.admin_token,
+                   JUPITER_JOIN_TOKEN=self.join_token, PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
+        return env
+
+    def argv(self) -> list[str]:
+        argv = [PY, "-m", "shared.cli", "coordinator", "--port", str(self.port),
+                "--heartbeat-interval", str(self.heartbeat_interval), "--down-after", str(self.down_after)]
+        argv += ["--config", str(self.config)] if self.config else ["--config", str(REPO / "tests" / "empty.yaml")]
+        return argv
+
+    def start(self) -> "CoordinatorProcess":
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for(self._healthy, timeout=20, what=f"coordinator on {self.url}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"coordinator exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+        return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def client(self, token: str | None = "admin") -> Client:
+        tok = {"admin": self.admin_token, "join": self.join_token}.get(token, token)
+        return Client(self.url, tok)
+
+
+class AgentProcess:
+    def __init__(self, coord: CoordinatorProcess, name: str, state_dir: Path, *, host: str = "127.0.0.1",
+                 extra_env: dict | None = None):
+        self.coord, self.name, self.state_dir, self.host = coord, name, state_dir, host
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = state_dir.parent / f"agent-{name}.log"
+
+    def start(self) -> "AgentProcess":
+        env = dict(os.environ, JUPITER_HOME=str(self.state_dir.parent), JUPITER_JOIN_TOKEN=self.coord.join_token,
+                   PYTHONUNBUFFERED="1")
+        env.pop("JUPITER_TOKEN", None)
+        env.update(self.extra_env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "shared.cli", "agent", "--coordinator", self.coord.url, "--name", self.name,
+             "--host", self.host, "--state-dir", str(self.state_dir)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def sample_facts(machine_id: str = "m-test-1", **over) -> dict:
+    """Facts as an agent on a Mac mini M4 would send them (the shape the real collector produces)."""
+    facts = {
+        "machine_id": machine_id, "hostname": "mac-mini-1.local", "os": "macos", "os_version": "macOS 15.1 (24B83)",
+        "device_type": "mac", "chip": "Apple M4", "memory_gb": 24.0, "memory_available_gb": 17.5, "cpu_cores": 10,
+        "python_version": "3.11.7", "python_executable": "/usr/bin/python3", "mlx_version": "0.32.4",
+        "mlx_device": "gpu", "mpi": {"implementation": "openmpi", "version": "5.0.11"},
+        "thunderbolt": {"bridge": {"interface": "bridge0", "ips": ["169.254.10.1"], "up": True, "members": ["en2"]},
+                        "ports": [{"port": 1, "status": "connected", "speed_gbps": 40.0, "interface": "en2",
+                                   "peer_uuid": "B1C2"}], "domain_uuids": ["A1B2"]},
+        "agent_version": "0.1.0",
+    }
+    facts.update(over)
+    return facts

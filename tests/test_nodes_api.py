@@ -1,0 +1,147 @@
+"""The node registry over HTTP against a real coordinator process and its SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from shared.client import ApiError
+from tests.harness import sample_facts, wait_for
+
+
+def register(coord, name="mini-1", machine_id="m-1", host="127.0.0.1", **facts):
+    r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
+                   json={"name": name, "host": host, "facts": sample_facts(machine_id, **facts)})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def beat(coord, node, **body):
+    return httpx.put(f"{coord.url}/nodes/{node['node_id']}/heartbeat",
+                     headers={"Authorization": f"Bearer {node['node_token']}"}, json=body)
+
+
+def node_status(coord, node_id):
+    with coord.client() as c:
+        return c.node(node_id).status
+
+
+def test_register_heartbeat_ready_then_down_then_back(coordinator):
+    node = register(coordinator)
+    assert node["heartbeat_interval_s"] == coordinator.heartbeat_interval
+    assert beat(coordinator, node, memory_available_gb=12.5).status_code == 200
+    with coordinator.client() as c:
+        [n] = c.nodes()
+        assert (n.name, n.status, n.chip, n.memory_gb, n.memory_available_gb) == ("mini-1", "ready", "Apple M4", 24.0, 12.5)
+        assert n.mpi.implementation == "openmpi" and n.thunderbolt.ports[0].speed_gbps == 40.0
+        assert n.last_heartbeat is not None and n.last_heartbeat.tzinfo is not None
+    # Silence: down within the grace (2 s) plus one sweep.
+    t0 = time.monotonic()
+    wait_for(lambda: node_status(coordinator, node["node_id"]) == "down", timeout=6, what="node down")
+    assert time.monotonic() - t0 < coordinator.down_after + 2
+    assert beat(coordinator, node).status_code == 200
+    assert node_status(coordinator, node["node_id"]) == "ready"
+    with coordinator.client() as c:
+        kinds = [e.kind for e in c.node(node["node_id"]).events]
+    assert kinds[:3] == ["back", "down", "registered"]
+
+
+def test_reregistering_the_same_machine_keeps_the_id_and_revokes_the_old_token(coordinator):
+    first = register(coordinator)
+    again = register(coordinator)
+    assert again["node_id"] == first["node_id"]
+    assert again["node_token"] != first["node_token"]
+    assert beat(coordinator, first).status_code == 401   # the replayed old token is refused
+    assert beat(coordinator, again).status_code == 200
+    other = register(coordinator, name="mini-2", machine_id="m-2")
+    assert other["node_id"] != first["node_id"]
+    with coordinator.client() as c:
+        assert sorted(n.name for n in c.nodes()) == ["mini-1", "mini-2"]
+
+
+def test_a_name_taken_by_another_machine_is_a_conflict(coordinator):
+    register(coordinator, name="mini-1", machine_id="m-1")
+    r = httpx.post(coordinator.url + "/nodes/register", headers={"Authorization": f"Bearer {coordinator.join_token}"},
+                   json={"name": "mini-1", "host": "127.0.0.1", "facts": sample_facts("m-other")})
+    assert r.status_code == 409 and "mini-1" in r.json()["detail"]
+
+
+def test_drain_undrain_delete(coordinator):
+    node = register(coordinator)
+    nid = node["node_id"]
+    with coordinator.client() as c:
+        assert c.drain(nid).status == "draining"
+        assert c.node(nid).status == "draining"
+        assert c.undrain(nid).status == "ready"
+        c.delete_node(nid)
+        with pytest.raises(ApiError) as e:
+            c.node(nid)
+        assert e.value.status == 404
+        assert c.nodes() == []
+    # The deleted node's token is dead; its agent must register again (and gets the same id back).
+    assert beat(coordinator, node).status_code == 401
+    assert register(coordinator)["node_id"] != ""
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"name": "x", "host": "127.0.0.1"}, "facts"),
+    ({"name": "x", "host": "a;rm -rf /", "facts": sample_facts()}, "host"),
+    ({"name": "../../etc", "host": "127.0.0.1", "facts": sample_facts()}, "name"),
+    ({"name": "x", "host": "127.0.0.1", "facts": sample_facts(memory_gb="lots")}, "memory_gb"),
+    ({"name": "x", "host": "127.0.0.1", "facts": sample_facts(device_type="tpu")}, "device_type"),
+    ({"name": "x", "host": "127.0.0.1", "facts": sample_facts(), "extra": 1}, "extra"),
+])
+def test_malformed_registration_is_422_naming_the_field_and_stores_nothing(coordinator, body, field):
+    r = httpx.post(coordinator.url + "/nodes/register", json=body,
+                   headers={"Authorization": f"Bearer {coordinator.join_token}"})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert any(field in [str(p) for p in d["loc"]] for d in detail), detail
+    with coordinator.client() as c:
+        assert c.nodes() == []
+
+
+def test_bad_json_oversized_bodies_and_bad_ids(coordinator):
+    auth = {"Authorization": f"Bearer {coordinator.join_token}", "content-type": "application/json"}
+    r = httpx.post(coordinator.url + "/nodes/register", content=b"{not json", headers=auth)
+    assert r.status_code == 422 and "detail" in r.json()
+    r = httpx.post(coordinator.url + "/nodes/register", content=b"x" * (2 << 20), headers=auth)
+    assert r.status_code == 413
+    admin = {"Authorization": f"Bearer {coordinator.admin_token}"}
+    assert httpx.get(coordinator.url + "/nodes/n-0000000000", headers=admin).status_code == 404
+    assert httpx.get(coordinator.url + "/nodes/..%2F..%2Fetc", headers=admin).status_code in (404, 422)
+    assert httpx.post(coordinator.url + "/nodes/n-0000000000/drain", headers=admin).status_code == 404
+
+
+def test_heartbeat_facts_update_and_validation(coordinator):
+    node = register(coordinator)
+    r = beat(coordinator, node, facts=sample_facts("m-1", chip="Apple M4 Pro", memory_gb=64))
+    assert r.status_code == 200
+    assert beat(coordinator, node, memory_available_gb=-1).status_code == 422
+    with coordinator.client() as c:
+        n = c.node(node["node_id"])
+    assert (n.chip, n.memory_gb) == ("Apple M4 Pro", 64)
+
+
+def test_database_is_sqlite_wal_with_a_schema_version_and_no_plain_tokens(coordinator):
+    node = register(coordinator)
+    db = sqlite3.connect(coordinator.home / "coordinator.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    dump = "\n".join(db.iterdump())
+    assert node["node_token"] not in dump
+    assert coordinator.admin_token not in dump and coordinator.join_token not in dump
+
+
+def test_cluster_summary(coordinator):
+    a = register(coordinator, name="a", machine_id="m-a", memory_gb=24, memory_available_gb=10)
+    register(coordinator, name="b", machine_id="m-b", memory_gb=64, memory_available_gb=40)
+    with coordinator.client() as c:
+        c.drain(a["node_id"])
+        s = c.cluster()
+    assert s.nodes == 2
+    assert s.nodes_by_status == {"ready": 1, "busy": 0, "draining": 1, "down": 0}
+    assert (s.memory_gb, s.memory_available_gb) == (88.0, 50.0)
