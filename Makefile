@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m shared.demo
+	$(PY) -m coordinator.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -153,6 +153,7 @@ class Registry:
             old_digest = row.token_hash
             row.name, row.host, row.machine_id = req.name, req.host, req.facts.machine_id
             row.facts_json = facts_json
+            row.memory_available_gb = req.facts.memory_available_gb
             row.token_hash = digest(token)
             row.registered_at = row.registered_at or now
             row.last_heartbeat = now
@@ -175,26 +176,29 @@ class Registry:
     # ------------------------------------------------------------------ heartbeat
 
     def heartbeat(self, node_id: str, req: HeartbeatRequest) -> None:
-        row = self.store.get_node(node_id)
-        if row is None:
+        if node_id not in self._online:
             raise NotFound(node_id)
         facts_json = None
-        if req.facts is not None or req.memory_available_gb is not None or req.thunderbolt is not None:
-            facts = req.facts or self.facts_of(row)
-            if facts is not None:
-                changes = {}
-                if req.memory_available_gb is not None:
-                    changes["memory_available_gb"] = req.memory_available_gb
-                if req.thunderbolt is not None:
-                    changes["thunderbolt"] = req.thunderbolt
-                if changes:
-                    facts = facts.model_copy(update=changes)
-                new_json = facts.model_dump_json()
-                if new_json != row.facts_json:
-                    facts_json = new_json
-        came_back = not self._online.get(node_id, False)
-        self.store.touch_node(node_id, time.time(), facts_json, came_back)
+        if req.facts is not None:
+            facts_json = req.facts.model_dump_json()
+        elif req.thunderbolt is not None:
+            # Rewrite the facts only when the link status really changed.
+            cached = self._facts_cache.get(node_id)
+            facts = cached[1] if cached else self._load_facts(node_id)
+            if facts is not None and facts.thunderbolt != req.thunderbolt:
+                facts_json = facts.model_copy(update={"thunderbolt": req.thunderbolt}).model_dump_json()
+        mem = req.memory_available_gb
+        if mem is None and req.facts is not None:
+            mem = req.facts.memory_available_gb
+        came_back = not self._online[node_id]
+        if not self.store.touch_node(node_id, time.time(), facts_json=facts_json,
+                                     memory_available_gb=mem, came_back=came_back):
+            raise NotFound(node_id)
         self._online[node_id] = True
+
+    def _load_facts(self, node_id: str) -> NodeFacts | None:
+        row = self.store.get_node(node_id)
+        return self.facts_of(row) if row else None
 
     # ------------------------------------------------------------------ liveness
 
@@ -260,7 +264,8 @@ class Registry:
             device_type=f.device_type if f else (declared.device_type if declared else None),
             chip=f.chip if f else None,
             memory_gb=f.memory_gb if f else None,
-            memory_available_gb=f.memory_available_gb if f else None,
+            memory_available_gb=row.memory_available_gb if row.memory_available_gb is not None
+            else (f.memory_available_gb if f else None),
             cpu_cores=f.cpu_cores if f else None,
             os_version=f.os_version if f else None,
             python_version=f.python_version if f else None,
@@ -282,7 +287,10 @@ class Registry:
             raise NotFound(node_id)
         base = self.view(row)
         evs = [EventOut(at=utc(e.at), kind=e.kind, message=e.message) for e in self.store.events_for(node_id, events)]
-        return NodeDetail(**base.__dict__, events=evs, facts=self.facts_of(row))
+        facts = self.facts_of(row)
+        if facts is not None and row.memory_available_gb is not None:
+            facts = facts.model_copy(update={"memory_available_gb": row.memory_available_gb})
+        return NodeDetail(**base.__dict__, events=evs, facts=facts)
 
 
 def _new_node_id() -> str:

@@ -34,6 +34,7 @@ class NodeRow(SQLModel, table=True):
     machine_id: str | None = Field(default=None, index=True)
     declared_json: str | None = None
     facts_json: str | None = None
+    memory_available_gb: float | None = None  # the cheap fact, apart so heartbeats rewrite little
     token_hash: str | None = Field(default=None, index=True)
     drained: bool = False
     online: bool = False
@@ -130,15 +131,21 @@ class Store:
         with self.read() as s:
             return s.get(NodeRow, node_id)
 
-    def touch_node(self, node_id: str, now: float, facts_json: str | None, came_back: bool) -> None:
-        """The heartbeat's write: one UPDATE, plus an event when the node returns from down."""
+    def touch_node(self, node_id: str, now: float, *, facts_json: str | None = None,
+                   memory_available_gb: float | None = None, came_back: bool = False) -> bool:
+        """The heartbeat's write: one UPDATE (plus an event when the node returns from down),
+        on a bare connection because this is the hottest path. False if the node is gone."""
         values: dict = {"last_heartbeat": now, "online": True}
         if facts_json is not None:
             values["facts_json"] = facts_json
-        with self.write() as s:
-            s.exec(update(NodeRow).where(NodeRow.id == node_id).values(**values))
-            if came_back:
-                s.add(EventRow(node_id=node_id, at=now, kind="back", message="heartbeats resumed"))
+        if memory_available_gb is not None:
+            values["memory_available_gb"] = memory_available_gb
+        with self._write_lock, self.engine.begin() as conn:
+            hit = conn.execute(update(NodeRow).where(NodeRow.id == node_id).values(**values)).rowcount
+            if hit and came_back:
+                conn.execute(EventRow.__table__.insert().values(node_id=node_id, at=now, kind="back",
+                                                                message="heartbeats resumed"))
+        return bool(hit)
 
     def mark_down(self, node_ids: list[str], now: float, grace_s: float) -> None:
         if not node_ids:

@@ -24,8 +24,9 @@ app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_arg
                   add_completion=False, pretty_exceptions_enable=False)
 agent_app = typer.Typer(help="Run an agent, or install it as a service.", invoke_without_command=True)
 app.add_typer(agent_app, name="agent")
-console = Console()
-err = Console(stderr=True)
+# Piped output (make run, CI logs) gets a wide fixed width instead of wrapping tables at 80.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -36,6 +37,7 @@ def _fail(message: str, code: int = 1) -> None:
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the agent's own
 
 
 def _client() -> Client:
