@@ -18,7 +18,7 @@ from rich.table import Table
 from shared import __version__
 from shared.client import ApiError, Client, default_admin_token, default_url
 from shared.paths import DEFAULT_PORT, jupiter_home
-from shared.schemas import HOST_RE, NAME_RE
+from shared.schemas import HOST_RE, NAME_RE, validate_host
 
 app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -119,13 +119,81 @@ def agent(
     host = host or _default_host()
     if not NAME_RE.match(name):
         _fail(f"--name {name!r}: use letters, digits, spaces and . _ ( ) + - (at most 64)")
-    if not HOST_RE.match(host) or ".." in host:
+    try:
+        validate_host(host)
+    except ValueError:
         _fail(f"--host {host!r}: use a DNS name or an IP address")
     cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
                       state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python)
     ag = Agent(cfg)
     install_signal_handlers(ag)
     raise typer.Exit(ag.run())
+
+
+def _service_manager(launchd: bool, systemd: bool):
+    if launchd and systemd:
+        _fail("choose one of --launchd and --systemd")
+    return "launchd" if launchd else "systemd" if systemd else None
+
+
+@agent_app.command("install")
+def agent_install(
+    ctx: typer.Context,
+    launchd: bool = typer.Option(False, "--launchd", help="Install a launchd LaunchAgent (macOS)."),
+    systemd: bool = typer.Option(False, "--systemd", help="Install a systemd unit (Linux, NVIDIA boxes)."),
+    coordinator_url: Optional[str] = typer.Option(None, "--coordinator", help="Coordinator URL (default $JUPITER_URL)."),
+    name: Optional[str] = typer.Option(None, help="Node name (default: short hostname)."),
+    host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
+    state_dir: Optional[Path] = typer.Option(None, help="Agent state dir (default $JUPITER_HOME/agent)."),
+    join_token: Optional[str] = typer.Option(None, help="Join token (default $JUPITER_JOIN_TOKEN); kept in a 0600 file."),
+    print_only: bool = typer.Option(False, "--print", help="Show the file and commands; change nothing."),
+) -> None:
+    """Write the service file so the OS keeps the agent running, and load it."""
+    from agent.service import ServiceError, agent_service, apply_plan, format_plan, plan_install
+    from agent.state import find_join_token
+
+    parent = ctx.obj or {}
+    try:
+        svc = agent_service(coordinator_url or parent.get("coordinator"), name or parent.get("name"),
+                            host=host or parent.get("host"), state_dir=state_dir or parent.get("state_dir"),
+                            join_token=join_token or find_join_token())
+        plan = plan_install(svc, _service_manager(launchd, systemd))
+    except ValueError as exc:
+        _fail(str(exc))
+    if print_only:
+        print(format_plan(plan))
+        return
+    try:
+        outcome = apply_plan(plan)
+    except ServiceError as exc:
+        _fail(str(exc))
+    for w in outcome.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    console.print("[green]agent service installed and started[/]")
+
+
+@agent_app.command("uninstall")
+def agent_uninstall(
+    launchd: bool = typer.Option(False, "--launchd"),
+    systemd: bool = typer.Option(False, "--systemd"),
+    purge: Optional[Path] = typer.Option(None, help="Also delete this agent state dir."),
+    print_only: bool = typer.Option(False, "--print", help="Show the commands; change nothing."),
+) -> None:
+    """Stop the agent service and remove its file (the state dir stays unless --purge)."""
+    from agent.service import ServiceError, apply_plan, format_plan, plan_uninstall
+
+    try:
+        plan = plan_uninstall(_service_manager(launchd, systemd), purge_state_dir=purge)
+    except ValueError as exc:
+        _fail(str(exc))
+    if print_only:
+        print(format_plan(plan))
+        return
+    try:
+        apply_plan(plan)
+    except ServiceError as exc:
+        _fail(str(exc))
+    console.print("[green]agent service removed[/]")
 
 
 # ---------------------------------------------------------------------------- live state

@@ -6,18 +6,19 @@ OpenAPI page documents exactly what travels.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # A host is a DNS name or an IPv4/IPv6 literal: nothing a shell or a hostfile could misread.
-HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9])?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Node names are for people ("Main MacBook") but never carry control characters or path parts.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,63}$")
 
-Host = Annotated[str, StringConstraints(pattern=HOST_RE.pattern, max_length=253)]
+Host = Annotated[str, StringConstraints(max_length=253), AfterValidator(lambda v: validate_host(v))]
 NodeName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=64)]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 
@@ -238,8 +239,133 @@ class ErrorOut(BaseModel):
 
 
 def validate_host(value: str) -> str:
-    """Raise ValueError unless `value` is safe to use as a host in argv and hostfiles."""
-    if not isinstance(value, str) or not HOST_RE.match(value) or ".." in value:
+    """Raise ValueError unless `value` is safe to use as a host in argv and hostfiles:
+    an IPv4/IPv6 literal, or a DNS-style name that no shell or hostfile reader can misread."""
+    try:
+        ipaddress.ip_address(value)
+        if re.fullmatch(r"[0-9A-Za-z:.%_-]+", value):  # a scope id (fe80::1%en0) is free text
+            return value
+    except ValueError:
+        pass
+    if not isinstance(value, str) or not HOST_RE.match(value) or ".." in value or ":" in value:
         raise ValueError(f"invalid host {value!r}: use a DNS name or an IP address")
     return value
 
+
+
+# --------------------------------------------------------------------------- jobs
+
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by Jupiter for every rank; a job may not override them.
+RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", "JUPITER_JOB_ID", "JUPITER_RANK",
+                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE")
+JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+Backend = Literal["ring", "mpi", "jaccl"]
+Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
+EnvValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00]*$")]
+
+
+class JobSpec(Wire):
+    """A job request (SPEC §5). Give `command` (an argv list, never a shell string) or `domain`
+    (the built-in trainer)."""
+
+    name: NodeName = Field("job", examples=["demo"])
+    command: list[Arg] | None = Field(None, min_length=1, max_length=1024,
+                                      examples=[["python", "-c", "print('hello from a rank')"]])
+    domain: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
+        None, description="Built-in trainer on config/domains/<domain>.yaml instead of a command.")
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    preset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    nodes: int = Field(1, ge=1, le=256, description="How many nodes to place the job on.")
+    node_names: list[NodeName] | None = Field(None, max_length=256,
+                                              description="Exactly these nodes, in this rank order.")
+    processes_per_node: int = Field(1, ge=1, le=64)
+    backend: Backend | None = Field(None, description="Default: cluster.yaml's backend.")
+    env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
+        default_factory=dict, max_length=256, examples=[{"KEY": "value"}])
+    roles: list[Role] | None = Field(None, max_length=4, description="Eligible node roles; null: any.")
+    min_memory_gb: float = Field(0, ge=0, le=1 << 20)
+    timeout_s: float | None = Field(None, gt=0, le=30 * 86400, description="Fail the job after this long running.")
+    pending_timeout_s: float | None = Field(None, gt=0, le=30 * 86400,
+                                            description="Fail the job if it cannot be placed within this long.")
+    start_timeout_s: float = Field(60, gt=0, le=3600, description="All ranks must start within this long.")
+    idempotency_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobSpec":
+        if (self.command is None) == (self.domain is None):
+            raise ValueError("give exactly one of command (an argv list) or domain (the built-in trainer)")
+        bad = sorted(k for k in self.env if k in RESERVED_ENV)
+        if bad:
+            raise ValueError(f"env: {', '.join(bad)} is set by Jupiter for every rank and cannot be overridden")
+        if self.node_names is not None:
+            if len(set(self.node_names)) != len(self.node_names):
+                raise ValueError("node_names: a node may appear only once")
+            if "nodes" not in self.model_fields_set:
+                self.nodes = len(self.node_names)
+            elif self.nodes != len(self.node_names):
+                raise ValueError(f"nodes is {self.nodes} but node_names lists {len(self.node_names)}")
+        if self.nodes * self.processes_per_node > 4096:
+            raise ValueError("nodes x processes_per_node is over 4096 ranks")
+        return self
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: JobStatus
+    backend: str
+    world_size: int
+    nodes: list[str] = Field(..., description="Node names in rank order (empty while pending).")
+    command: list[str]
+    env: dict[str, str]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    error: str | None = Field(None, description="A sentence: which rank on which node, and why.")
+    pending_reason: str | None = None
+    progress: dict = Field(default_factory=dict, description="Latest JUPITER_PROGRESS values.")
+    loss_history: list[LossPoint] = Field(default_factory=list)
+    idempotency_key: str | None = None
+
+
+class RankOut(BaseModel):
+    rank: int
+    node: str
+    state: str
+    exit_code: int | None
+    reason: str | None
+
+
+class JobDetail(JobOut):
+    ranks: list[RankOut] = Field(default_factory=list)
+
+
+class RankOutput(Wire):
+    """Lines a rank printed, numbered so a resend after a lost answer is not stored twice."""
+
+    job_id: Annotated[str, StringConstraints(max_length=64)]
+    rank: int = Field(..., ge=0, le=4096)
+    seq: int = Field(..., ge=0, description="Number of the first line in `lines` (0-based, per rank).")
+    lines: list[Annotated[str, StringConstraints(max_length=65536)]] = Field(default_factory=list, max_length=10_000)
+
+
+class RankReport(Wire):
+    ranks: list[RankState] = Field(default_factory=list, max_length=4096)
+    output: list[RankOutput] = Field(default_factory=list, max_length=4096)
+
+
+class RankReportAck(Wire):
+    acked: dict[str, int] = Field(default_factory=dict, description="'job_id/rank' -> lines stored so far.")
+
+
+class OrdersRequest(Wire):
+    ranks: list[RankState] = Field(default_factory=list, max_length=4096)
+    wait_s: float = Field(20, ge=0, le=60)

@@ -114,6 +114,7 @@ class AgentProcess:
                    PYTHONUNBUFFERED="1")
         env.pop("JUPITER_TOKEN", None)
         env.update(self.extra_env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "shared.cli", "agent", "--coordinator", self.coord.url, "--name", self.name,
