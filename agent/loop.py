@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import signal
 import threading
 import time
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import httpx
 
+from agent.ranks import RankRunner
 from agent.state import AgentState, Enrolment, SetupError, find_join_token
 from agent.system import LocalSystem, System
 from shared.client import ApiError, Client
-from shared.schemas import HeartbeatRequest, NodeFacts, RegisterRequest
+from shared.schemas import HeartbeatRequest, HeartbeatResponse, NodeFacts, OrdersRequest, RankReport, RegisterRequest
 
 log = logging.getLogger("jupiter.agent")
 
@@ -52,6 +54,8 @@ class Agent:
         self._facts_at = 0.0
         self._sent_facts_json: str | None = None
         self._link = "starting"  # for one log line per state change
+        self.instance = secrets.token_hex(8)  # tells the coordinator when this agent restarted
+        self.runner = RankRunner(cfg.state_dir, cfg.python, cfg.name)
 
     # ------------------------------------------------------------------ facts
 
@@ -71,7 +75,8 @@ class Agent:
         # Send the full facts only when something beyond the cheap fields changed.
         stable = self.facts.model_dump_json(exclude={"memory_available_gb"})
         full = self.facts if stable != self._sent_facts_json else None
-        return HeartbeatRequest(facts=full, memory_available_gb=mem, thunderbolt=tb), stable
+        return HeartbeatRequest(instance=self.instance, facts=full, memory_available_gb=mem, thunderbolt=tb,
+                                ranks=self.runner.states()), stable
 
     # ------------------------------------------------------------------ protocol
 
@@ -100,6 +105,13 @@ class Agent:
         if body.facts is not None:
             self._sent_facts_json = stable
         self.interval = resp.heartbeat_interval_s
+        self.apply(resp)
+
+    def apply(self, orders: HeartbeatResponse) -> None:
+        for a in orders.start:
+            self.runner.start(a)
+        for st in orders.stop:
+            self.runner.stop_job(st.job_id)
 
     def _set_link(self, state: str, message: str) -> None:
         if state != self._link:
@@ -115,7 +127,66 @@ class Agent:
         self._set_link("connected", f"heartbeating to {self.cfg.coordinator} every {self.interval:g} s")
         return self.interval
 
+    # ------------------------------------------------------------------ side channels
+
+    def _orders_loop(self) -> None:
+        """Long-poll for work so a rank starts within moments of being assigned."""
+        failures = 0
+        while not self.stop_event.is_set():
+            enr = self.enrolment
+            if enr is None:
+                self.stop_event.wait(0.2)
+                continue
+            try:
+                with Client(self.cfg.coordinator, enr.node_token, timeout=10.0) as c:
+                    self.apply(c.orders(enr.node_id, OrdersRequest(ranks=self.runner.states(), wait_s=20)))
+                failures = 0
+            except (ApiError, httpx.TransportError, OSError):
+                failures += 1
+                self.stop_event.wait(self._backoff(failures))
+
+    def _report_loop(self) -> None:
+        """Send rank output and state changes as they happen, batched a little."""
+        last_states = None
+        failures = 0
+        while not self.stop_event.is_set() or self.runner.pending():
+            self.runner.changed.wait(0.5)
+            self.runner.changed.clear()
+            enr = self.enrolment
+            states = self.runner.states()
+            if enr is None or (not self.runner.pending() and states == last_states):
+                if self.stop_event.is_set():
+                    return
+                continue
+            try:
+                with Client(self.cfg.coordinator, enr.node_token, timeout=10.0) as c:
+                    ack = c.report(enr.node_id, RankReport(ranks=states, output=self.runner.output()))
+                self.runner.ack(ack.acked)
+                last_states = states
+                failures = 0
+                self.runner.forget_finished()
+            except (ApiError, httpx.TransportError, OSError):
+                failures += 1
+                if self.stop_event.is_set() and failures > 3:
+                    return  # shutting down and the coordinator is away: give up on the rest
+                self.stop_event.wait(self._backoff(failures))
+            self.stop_event.wait(0.05)
+
     def run(self) -> int:
+        side = [threading.Thread(target=self._orders_loop, name="orders", daemon=True),
+                threading.Thread(target=self._report_loop, name="reporter", daemon=True)]
+        for t in side:
+            t.start()
+        try:
+            return self._main_loop()
+        finally:
+            # Ranks do not outlive their agent: stop them, and let the reporter tell the coordinator.
+            self.runner.stop_all()
+            self.runner.wait_all(timeout=10)
+            self.runner.changed.set()
+            side[1].join(timeout=5)
+
+    def _main_loop(self) -> int:
         failures = 0
         while not self.stop_event.is_set():
             try:

@@ -11,7 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.api import cluster, nodes
+from coordinator.api import cluster, jobs as jobs_api, nodes
+from coordinator.joblogs import JobLogs
+from coordinator.jobs import Jobs
+from coordinator.launchers.mpi import MpiLauncher
+from coordinator.notify import Notifier
 from coordinator.auth import admin_token_path, join_token_path, load_keyring
 from coordinator.registry import Registry
 from coordinator.settings import Settings, is_loopback
@@ -83,16 +87,43 @@ def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.database_url())
     registry = Registry(store, config, heartbeat_interval_s=settings.heartbeat_interval_s,
                         down_after_s=settings.down_after_s)
+    jobs = Jobs(store, registry, JobLogs(settings.home / "jobs"), default_backend=config.backend)
+    node_orders, job_events = Notifier(), Notifier()
+    jobs.on_node_orders = node_orders.notify
+    mpi = MpiLauncher(jobs, registry, settings.home / "mpi")
+    jobs.on_mpi_place, jobs.on_mpi_stop = mpi.start, mpi.stop
+    wake = asyncio.Event()
+    loop_ref: dict = {}
+
+    def wake_scheduler() -> None:  # callable from any thread
+        lp = loop_ref.get("loop")
+        if lp is not None and not lp.is_closed():
+            lp.call_soon_threadsafe(wake.set)
+
+    def on_job_change(job_id: str) -> None:
+        job_events.notify(job_id)
+        wake_scheduler()  # a job that ended may have freed nodes for a pending one
+
+    jobs.on_change = on_job_change
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(_liveness_loop(registry, settings.liveness_check_s))
+        loop = asyncio.get_running_loop()
+        loop_ref["loop"] = loop
+        node_orders.bind(loop)
+        job_events.bind(loop)
+        await asyncio.to_thread(mpi.resume)  # re-attach to mpirun launches from before a restart
+        tasks = [asyncio.create_task(_liveness_loop(registry, jobs, settings.liveness_check_s)),
+                 asyncio.create_task(_scheduler_loop(jobs, wake))]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            mpi.detach()
             store.close()
 
     app = FastAPI(
@@ -107,8 +138,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.keyring = keyring
     app.state.store = store
     app.state.registry = registry
+    app.state.jobs = jobs
+    app.state.node_orders = node_orders
+    app.state.job_events = job_events
+    app.state.wake_scheduler = wake_scheduler
     app.include_router(cluster.router)
     app.include_router(nodes.router)
+    app.include_router(jobs_api.router)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_request: Request, exc: RequestValidationError):
@@ -127,16 +163,32 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _liveness_loop(registry: Registry, every_s: float) -> None:
+async def _liveness_loop(registry: Registry, jobs: Jobs, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
             down = await asyncio.to_thread(registry.sweep)
+            for nid in down:
+                log.info("node %s is down", nid)
+                await asyncio.to_thread(jobs.node_down, nid, registry.down_after_s)
         except Exception:  # a locked or vanished DB must not end liveness for good
             log.exception("liveness sweep failed")
-            continue
-        for nid in down:
-            log.info("node %s is down", nid)
+
+
+async def _scheduler_loop(jobs: Jobs, wake: asyncio.Event) -> None:
+    """Place pending jobs the moment something changes (a submit, a job ending, a node joining),
+    and at least once a second for the timeouts."""
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=1.0)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
+        try:
+            await asyncio.to_thread(jobs.schedule)
+            await asyncio.to_thread(jobs.tick)
+        except Exception:
+            log.exception("scheduling failed")
 
 
 class RefusedToStart(RuntimeError):

@@ -70,6 +70,7 @@ class Registry:
         self._lock = threading.Lock()
         self._token_index: dict[str, str] = {}  # token digest -> node id
         self._online: dict[str, bool] = {}
+        self._instances: dict[str, str] = {}  # node id -> agent process instance last seen
         self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
         self.busy_nodes: set[str] = set()  # filled by the scheduler once jobs exist
         self.sync_declared()
@@ -85,6 +86,7 @@ class Registry:
                 if row.token_hash:
                     self._token_index[row.token_hash] = row.id
                 self._online[row.id] = row.online
+                self._instances[row.id] = row.agent_instance or ""
 
     def node_for_token(self, token: str) -> str | None:
         return self._token_index.get(digest(token))
@@ -175,7 +177,8 @@ class Registry:
 
     # ------------------------------------------------------------------ heartbeat
 
-    def heartbeat(self, node_id: str, req: HeartbeatRequest) -> None:
+    def heartbeat(self, node_id: str, req: HeartbeatRequest) -> tuple[bool, bool]:
+        """Record a heartbeat. Returns (the node was down until now, its agent restarted)."""
         if node_id not in self._online:
             raise NotFound(node_id)
         facts_json = None
@@ -191,10 +194,15 @@ class Registry:
         if mem is None and req.facts is not None:
             mem = req.facts.memory_available_gb
         came_back = not self._online[node_id]
-        if not self.store.touch_node(node_id, time.time(), facts_json=facts_json,
-                                     memory_available_gb=mem, came_back=came_back):
+        old = self._instances.get(node_id, "")
+        restarted = req.instance is not None and req.instance != old
+        if not self.store.touch_node(node_id, time.time(), facts_json=facts_json, memory_available_gb=mem,
+                                     came_back=came_back, instance=req.instance if restarted else None):
             raise NotFound(node_id)
         self._online[node_id] = True
+        if restarted:
+            self._instances[node_id] = req.instance
+        return came_back, restarted and bool(old)
 
     def _load_facts(self, node_id: str) -> NodeFacts | None:
         row = self.store.get_node(node_id)
@@ -277,6 +285,15 @@ class Registry:
             last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
             agent_version=f.agent_version if f else None, drained=row.drained,
         )
+
+    def interfaces(self) -> dict[str, list]:
+        """Each node's reported network interfaces (for a forced `network_interface`)."""
+        out = {}
+        for r in self.store.all_nodes():
+            f = self.facts_of(r)
+            if f is not None:
+                out[r.id] = f.interfaces
+        return out
 
     def list_views(self) -> list[NodeOut]:
         return [self.view(r) for r in self.store.all_nodes()]

@@ -38,6 +38,7 @@ class NodeRow(SQLModel, table=True):
     token_hash: str | None = Field(default=None, index=True)
     drained: bool = False
     online: bool = False
+    agent_instance: str | None = None
     registered_at: float | None = None
     last_heartbeat: float | None = None
     created_at: float = Field(default_factory=time.time)
@@ -50,6 +51,47 @@ class EventRow(SQLModel, table=True):
     at: float = Field(default_factory=time.time, index=True)
     kind: str
     message: str
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "jobs"
+    id: str = Field(primary_key=True)
+    name: str
+    status: str = Field(index=True)
+    backend: str
+    world_size: int
+    spec_json: str
+    command_json: str
+    nodes_json: str = "[]"          # node names in rank order, once placed
+    idempotency_key: str | None = Field(default=None, index=True, unique=True)
+    spec_hash: str
+    created_at: float = Field(default_factory=time.time, index=True)
+    started_at: float | None = None
+    ended_at: float | None = None
+    placed_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    pending_reason: str | None = None
+    progress_json: str = "{}"       # shared.progress.ProgressTracker.to_dict()
+    launcher_json: str | None = None  # what the launcher needs to find its process again (mpi)
+
+
+class RankRow(SQLModel, table=True):
+    __tablename__ = "ranks"
+    job_id: str = Field(primary_key=True)
+    rank: int = Field(primary_key=True)
+    node_id: str = Field(index=True)
+    node_name: str
+    local_rank: int = 0
+    port: int | None = None
+    address: str | None = None
+    state: str = "assigned"          # assigned -> starting -> running -> exited
+    pid: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    lines_stored: int = 0            # output lines received so far (dedup of resends)
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -132,7 +174,8 @@ class Store:
             return s.get(NodeRow, node_id)
 
     def touch_node(self, node_id: str, now: float, *, facts_json: str | None = None,
-                   memory_available_gb: float | None = None, came_back: bool = False) -> bool:
+                   memory_available_gb: float | None = None, came_back: bool = False,
+                   instance: str | None = None) -> bool:
         """The heartbeat's write: one UPDATE (plus an event when the node returns from down),
         on a bare connection because this is the hottest path. False if the node is gone."""
         values: dict = {"last_heartbeat": now, "online": True}
@@ -140,6 +183,8 @@ class Store:
             values["facts_json"] = facts_json
         if memory_available_gb is not None:
             values["memory_available_gb"] = memory_available_gb
+        if instance is not None:
+            values["agent_instance"] = instance
         with self._write_lock, self.engine.begin() as conn:
             hit = conn.execute(update(NodeRow).where(NodeRow.id == node_id).values(**values)).rowcount
             if hit and came_back:

@@ -15,8 +15,14 @@ from shared.schemas import (
     ClusterSummary,
     HeartbeatRequest,
     HeartbeatResponse,
+    JobDetail,
+    JobOut,
+    JobSpec,
     NodeDetail,
     NodeOut,
+    OrdersRequest,
+    RankReport,
+    RankReportAck,
     RegisterRequest,
     RegisterResponse,
 )
@@ -94,6 +100,16 @@ class Client:
             self.request("PUT", f"/nodes/{node_id}/heartbeat", content=req.model_dump_json(exclude_none=True),
                          headers={"content-type": "application/json"}).json())
 
+    def orders(self, node_id: str, req: OrdersRequest) -> HeartbeatResponse:
+        return HeartbeatResponse.model_validate(
+            self.request("POST", f"/nodes/{node_id}/orders", content=req.model_dump_json(),
+                         headers={"content-type": "application/json"}, timeout=req.wait_s + 15).json())
+
+    def report(self, node_id: str, req: RankReport) -> RankReportAck:
+        return RankReportAck.model_validate(
+            self.request("POST", f"/nodes/{node_id}/report", content=req.model_dump_json(),
+                         headers={"content-type": "application/json"}).json())
+
     # -------------------------------------------------------------- admin side
     def nodes(self) -> list[NodeOut]:
         return [NodeOut.model_validate(n) for n in self.request("GET", "/nodes").json()]
@@ -112,3 +128,45 @@ class Client:
 
     def cluster(self) -> ClusterSummary:
         return ClusterSummary.model_validate(self.request("GET", "/cluster").json())
+
+    # -------------------------------------------------------------- jobs
+    def submit(self, spec: JobSpec | dict) -> JobOut:
+        body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        return JobOut.model_validate(self.request("POST", "/jobs", json=body).json())
+
+    def jobs(self, status: str | None = None) -> list[JobOut]:
+        params = {"status": status} if status else {}
+        return [JobOut.model_validate(j) for j in self.request("GET", "/jobs", params=params).json()]
+
+    def job(self, job_id: str) -> JobDetail:
+        return JobDetail.model_validate(self.request("GET", f"/jobs/{job_id}").json())
+
+    def cancel(self, job_id: str) -> JobOut:
+        return JobOut.model_validate(self.request("POST", f"/jobs/{job_id}/cancel").json())
+
+    def logs(self, job_id: str, offset: int = 0) -> tuple[str, int]:
+        r = self.request("GET", f"/jobs/{job_id}/logs", params={"offset": offset})
+        return r.text, int(r.headers.get("X-Next-Offset", offset))
+
+    def hostfile(self, job_id: str, fmt: str) -> str:
+        return self.request("GET", f"/jobs/{job_id}/hostfile", params={"format": fmt}).text
+
+    def events(self, job_id: str):
+        """Yield (event, data) from the job's Server-Sent Events stream until it ends."""
+        import json as _json
+
+        with self._http.stream("GET", f"/jobs/{job_id}/events", timeout=httpx.Timeout(10, read=None)) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise ApiError(resp.status_code, resp.json().get("detail", resp.text))
+            event, data = None, []
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line == "" and event:
+                    yield event, _json.loads("\n".join(data)) if data else None
+                    if event == "end":
+                        return
+                    event, data = None, []

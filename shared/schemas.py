@@ -137,6 +137,7 @@ class RankAssignment(Wire):
 
     job_id: str
     rank: int
+    local_rank: int = 0
     attempt: int = 0
     world_size: int
     command: list[str]
@@ -147,6 +148,9 @@ class RankAssignment(Wire):
 
 
 class HeartbeatRequest(Wire):
+    instance: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="Random per agent process: a new value means the agent restarted, so "
+                          "ranks it ran before and no longer lists are gone.")
     facts: NodeFacts | None = Field(None, description="Full facts, sent at start and whenever they change.")
     memory_available_gb: float | None = Field(None, ge=0, le=1 << 20)
     thunderbolt: ThunderboltInfo | None = Field(None, description="Cheap link status, every heartbeat.")
@@ -312,7 +316,7 @@ class JobSpec(Wire):
 
 
 class LossPoint(BaseModel):
-    step: int
+    step: int | None
     loss: float
 
 

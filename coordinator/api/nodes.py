@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+import asyncio
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 
 from coordinator.api.deps import Admin, Join, NodeAuth, NodeId, RegistryDep
 from coordinator.registry import Conflict, NotFound
@@ -12,6 +15,9 @@ from shared.schemas import (
     HeartbeatResponse,
     NodeDetail,
     NodeOut,
+    OrdersRequest,
+    RankReport,
+    RankReportAck,
     RegisterRequest,
     RegisterResponse,
 )
@@ -26,25 +32,72 @@ def _missing(node_id: str) -> HTTPException:
 
 @router.post("/register", response_model=RegisterResponse, dependencies=[Join],
              responses={409: {"model": ErrorOut}})
-def register(body: RegisterRequest, reg: RegistryDep) -> RegisterResponse:
+def register(body: RegisterRequest, reg: RegistryDep, request: Request) -> RegisterResponse:
     """Enrol a node with its facts. The same machine under the same name keeps its node id;
     every registration issues a fresh node token and revokes the previous one."""
     try:
         row, token, _ = reg.register(body)
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    request.app.state.wake_scheduler()
     return RegisterResponse(node_id=row.id, node_token=token, heartbeat_interval_s=reg.heartbeat_interval_s)
 
 
 @router.put("/{node_id}/heartbeat", response_model=HeartbeatResponse, dependencies=[NodeAuth],
             responses={404: {"model": ErrorOut}})
-def heartbeat(node_id: NodeId, body: HeartbeatRequest, reg: RegistryDep) -> HeartbeatResponse:
-    """Say the node is alive, with fresh facts (full or the cheap part) and the state of its ranks."""
+def heartbeat(node_id: NodeId, body: HeartbeatRequest, reg: RegistryDep, request: Request) -> HeartbeatResponse:
+    """Say the node is alive, with fresh facts (full or the cheap part) and every rank it holds;
+    the answer says which ranks to start and which jobs to stop."""
     try:
-        reg.heartbeat(node_id, body)
+        came_back, restarted = reg.heartbeat(node_id, body)
     except NotFound:
         raise _missing(node_id) from None
-    return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s)
+    jobs = request.app.state.jobs
+    if body.ranks or restarted:
+        jobs.report(node_id, RankReport(ranks=body.ranks), complete=restarted)
+    if came_back:
+        request.app.state.wake_scheduler()
+    start, stop = jobs.orders_for(node_id, body.ranks)
+    return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop)
+
+
+@router.post("/{node_id}/orders", response_model=HeartbeatResponse, dependencies=[NodeAuth],
+             responses={404: {"model": ErrorOut}})
+async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request: Request) -> HeartbeatResponse:
+    """Long-poll for work: answers at once when there are ranks to start or jobs to stop,
+    otherwise as soon as there are, or after `wait_s`. This is how a job starts within
+    moments of its nodes being free rather than a heartbeat later."""
+    if reg.store.get_node(node_id) is None:
+        raise _missing(node_id)
+    jobs = request.app.state.jobs
+    wake = request.app.state.node_orders.subscribe(node_id)
+    try:
+        if body.ranks:
+            await run_in_threadpool(jobs.report, node_id, RankReport(ranks=body.ranks))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + body.wait_s
+        while True:
+            wake.clear()
+            start, stop = await run_in_threadpool(jobs.orders_for, node_id, body.ranks)
+            left = deadline - loop.time()
+            if start or stop or left <= 0 or await request.is_disconnected():
+                return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop)
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=min(left, 5.0))
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        request.app.state.node_orders.unsubscribe(node_id, wake)
+
+
+@router.post("/{node_id}/report", response_model=RankReportAck, dependencies=[NodeAuth],
+             responses={404: {"model": ErrorOut}})
+def report(node_id: NodeId, body: RankReport, reg: RegistryDep, request: Request) -> RankReportAck:
+    """Rank output (numbered lines) and rank state changes from the agent that runs them."""
+    if reg.store.get_node(node_id) is None:
+        raise _missing(node_id)
+    acked = request.app.state.jobs.report(node_id, body)
+    return RankReportAck(acked=acked)
 
 
 @router.get("", response_model=list[NodeOut], dependencies=[Admin])
@@ -77,9 +130,11 @@ def drain(node_id: NodeId, reg: RegistryDep) -> NodeOut:
 
 @router.post("/{node_id}/undrain", response_model=NodeOut, dependencies=[Admin],
              responses={404: {"model": ErrorOut}})
-def undrain(node_id: NodeId, reg: RegistryDep) -> NodeOut:
+def undrain(node_id: NodeId, reg: RegistryDep, request: Request) -> NodeOut:
     """Make the node schedulable again."""
-    return _drain(node_id, reg, False)
+    out = _drain(node_id, reg, False)
+    request.app.state.wake_scheduler()
+    return out
 
 
 @router.delete("/{node_id}", status_code=204, dependencies=[Admin], responses={404: {"model": ErrorOut}})

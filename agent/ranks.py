@@ -1,0 +1,190 @@
+"""The rank runner: starts the ranks the coordinator assigns to this node and watches them.
+
+Each rank is its own process group (so a stop reaches everything it spawned), with MLX_RANK,
+MLX_HOSTFILE, JUPITER_* and the job's env. Output is kept as numbered lines until the coordinator
+acknowledges them, so nothing is lost while it is away; exit codes are what the OS reports, never
+a wrapper's guess (mlx.launch, for one, always exits 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.schemas import RankAssignment, RankOutput, RankState
+
+log = logging.getLogger("jupiter.ranks")
+
+STOP_GRACE_S = 5.0
+MAX_BUFFERED_LINES = 50_000     # per rank, while the coordinator is unreachable
+MAX_LINES_PER_REPORT = 2_000
+MAX_LINE_CHARS = 16_000
+
+
+@dataclass
+class Rank:
+    job_id: str
+    rank: int
+    attempt: int
+    proc: subprocess.Popen | None = None
+    state: str = "starting"
+    exit_code: int | None = None
+    reason: str | None = None
+    lines: list[str] = field(default_factory=list)   # not yet acknowledged
+    first_seq: int = 0                               # number of lines[0]
+    stopping: bool = False
+    ended_at: float | None = None
+
+
+class RankRunner:
+    def __init__(self, state_dir: Path, python: str, node_name: str):
+        self.state_dir = Path(state_dir)
+        self.python = python
+        self.node_name = node_name
+        self._ranks: dict[tuple[str, int], Rank] = {}
+        self._lock = threading.Lock()
+        self.changed = threading.Event()  # wakes the reporter
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, a: RankAssignment) -> None:
+        key = (a.job_id, a.rank)
+        with self._lock:
+            if key in self._ranks:
+                return  # orders repeat until our report arrives; start each rank once
+            r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt)
+        folder = self.state_dir / "jobs" / a.job_id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            env = self._env(a, folder)
+            argv = list(a.command)
+            if argv[0] in ("python", "python3"):
+                argv[0] = self.python  # SPEC §5: the interpreter the agent runs under
+            r.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=env, cwd=folder, start_new_session=True, bufsize=0)
+        except OSError as exc:
+            self._exited(r, 127, f"cannot start {a.command[0]!r}: {exc.strerror or exc}")
+            return
+        log.info("started rank %d of %s (pid %d)", a.rank, a.job_id, r.proc.pid)
+        r.state = "running"
+        self.changed.set()
+        threading.Thread(target=self._pump, args=(r,), name=f"rank-{a.job_id}-{a.rank}", daemon=True).start()
+
+    def _env(self, a: RankAssignment, folder: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("JUPITER_TOKEN", None)
+        env.pop("JUPITER_JOIN_TOKEN", None)  # ranks run user code: no secrets of ours
+        env.update(a.env)
+        env.update(JUPITER_JOB_ID=a.job_id, JUPITER_RANK=str(a.rank), JUPITER_WORLD_SIZE=str(a.world_size),
+                   JUPITER_LOCAL_RANK=str(a.local_rank), JUPITER_NODE=self.node_name, PYTHONUNBUFFERED="1")
+        if a.backend == "ring" and a.hostfile is not None:
+            hostfile = folder / f"hostfile-{a.rank}.json"
+            hostfile.write_text(json.dumps(a.hostfile))
+            env.update(MLX_RANK=str(a.rank), MLX_HOSTFILE=str(hostfile))
+        return env
+
+    def _pump(self, r: Rank) -> None:
+        assert r.proc and r.proc.stdout
+        for raw in iter(r.proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")[:MAX_LINE_CHARS]
+            with self._lock:
+                r.lines.append(line)
+                if len(r.lines) > MAX_BUFFERED_LINES:  # drop the oldest; the coordinator sees a gap
+                    drop = len(r.lines) - MAX_BUFFERED_LINES
+                    del r.lines[:drop]
+                    r.first_seq += drop
+            self.changed.set()
+        code = r.proc.wait()
+        self._exited(r, code, "stopped by Jupiter" if r.stopping else None)
+
+    def _exited(self, r: Rank, code: int, reason: str | None) -> None:
+        with self._lock:
+            r.state, r.exit_code, r.ended_at = "exited", code, time.time()
+            r.reason = reason
+            if reason and code == 127:
+                r.lines.append(reason)
+        log.info("rank %d of %s exited with %s", r.rank, r.job_id, code)
+        self.changed.set()
+
+    # ------------------------------------------------------------------ stop
+
+    def stop_job(self, job_id: str) -> None:
+        with self._lock:
+            targets = [r for r in self._ranks.values() if r.job_id == job_id and r.state != "exited" and not r.stopping]
+            for r in targets:
+                r.stopping = True
+        for r in targets:
+            threading.Thread(target=self._terminate, args=(r,), daemon=True).start()
+
+    def _terminate(self, r: Rank) -> None:
+        """TERM the rank's whole process group, wait a grace, then KILL what is left."""
+        if r.proc is None:
+            return
+        pgid = r.proc.pid
+        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 2.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for job_id in {r.job_id for r in self._ranks.values()}:
+            self.stop_job(job_id)
+
+    def wait_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(r.state == "exited" for r in self._ranks.values()):
+                    return
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ reporting
+
+    def states(self) -> list[RankState]:
+        with self._lock:
+            return [RankState(job_id=r.job_id, rank=r.rank, attempt=r.attempt, state=r.state,
+                              pid=r.proc.pid if r.proc else None, exit_code=r.exit_code, reason=r.reason)
+                    for r in self._ranks.values()]
+
+    def output(self) -> list[RankOutput]:
+        with self._lock:
+            return [RankOutput(job_id=r.job_id, rank=r.rank, seq=r.first_seq, lines=r.lines[:MAX_LINES_PER_REPORT])
+                    for r in self._ranks.values() if r.lines]
+
+    def ack(self, acked: dict[str, int]) -> None:
+        with self._lock:
+            for key, stored in acked.items():
+                job_id, _, rank = key.rpartition("/")
+                r = self._ranks.get((job_id, int(rank)))
+                if r is None or stored <= r.first_seq:
+                    continue
+                drop = min(stored - r.first_seq, len(r.lines))
+                del r.lines[:drop]
+                r.first_seq += drop
+
+    def pending(self) -> bool:
+        with self._lock:
+            return any(r.lines for r in self._ranks.values())
+
+    def forget_finished(self, older_than_s: float = 600) -> None:
+        """Drop ranks that ended long ago and whose output is all delivered."""
+        now = time.time()
+        with self._lock:
+            for key in [k for k, r in self._ranks.items()
+                        if r.state == "exited" and not r.lines and r.ended_at and now - r.ended_at > older_than_s]:
+                del self._ranks[key]

@@ -1,0 +1,68 @@
+"""Runs one rank's command and says how it ended, on the rank's own stdout.
+
+Under mpirun the coordinator does not see each rank's exit status (mpirun reports one code for
+all), so each rank runs behind this shim, which prints
+
+    JUPITER_RANK_EXIT {"rank": 1, "code": 3}
+
+when its command ends (negative code: killed by that signal), and exits with the same status.
+
+    python -m agent.rankshim -- CMD ARGS...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+MARKER = "JUPITER_RANK_EXIT "
+
+
+def rank_from_env() -> int:
+    for key in ("JUPITER_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MLX_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "--" or len(argv) < 2:
+        print("usage: python -m agent.rankshim -- CMD ARGS...", file=sys.stderr)
+        return 2
+    rank = rank_from_env()
+    os.environ["JUPITER_RANK"] = str(rank)
+    try:
+        child = subprocess.Popen(argv[1:])
+    except OSError as exc:
+        print(f"cannot start {argv[1]!r}: {exc}", flush=True)
+        print(MARKER + json.dumps({"rank": rank, "code": 127}), flush=True)
+        return 127
+
+    def forward(signum, _frame):
+        try:
+            child.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = child.wait()
+    print(MARKER + json.dumps({"rank": rank, "code": code}), flush=True)
+    return code if code >= 0 else 128 - code
+
+
+def parse_marker(line: str) -> tuple[int, int] | None:
+    if not line.startswith(MARKER):
+        return None
+    try:
+        d = json.loads(line[len(MARKER):])
+        return int(d["rank"]), int(d["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""/jobs: submit, watch, read logs and hostfiles, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from coordinator.api.deps import Admin
+from coordinator.jobs import JobNotFound, Jobs, SpecConflict, SpecRejected
+from shared.schemas import TERMINAL, ErrorOut, JobDetail, JobOut, JobSpec, JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Admin],
+                   responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+
+JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{10}$", examples=["j-0a1b2c3d4e"])]
+
+
+def jobs_dep(request: Request) -> Jobs:
+    return request.app.state.jobs
+
+
+JobsDep = Annotated[Jobs, Depends(jobs_dep)]
+
+
+def _missing(job_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
+
+
+@router.post("", status_code=201, response_model=JobOut,
+             responses={200: {"model": JobOut, "description": "Already submitted under this idempotency_key"},
+                        409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+def submit(spec: JobSpec, jobs: JobsDep, request: Request, response: Response) -> JobOut:
+    """Submit a job: it waits `pending` until nodes are free, then starts at once."""
+    try:
+        row, created = jobs.submit(spec)
+    except SpecRejected as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    except SpecConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    if created:
+        request.app.state.wake_scheduler()
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/jobs/{row.id}"
+    return jobs.view(row)
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(jobs: JobsDep, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[JobOut]:
+    """Jobs, newest first; `?status=running` filters."""
+    return [jobs.view(r) for r in jobs.list_rows(status_, limit)]
+
+
+@router.get("/{job_id}", response_model=JobDetail, responses={404: {"model": ErrorOut}})
+def get_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
+    """One job with its ranks, latest progress and loss history."""
+    try:
+        return jobs.detail(job_id)
+    except JobNotFound:
+        raise _missing(job_id) from None
+
+
+@router.get("/{job_id}/hostfile", response_class=PlainTextResponse,
+            responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+def hostfile(job_id: JobId, jobs: JobsDep,
+             format: Literal["openmpi", "mpich", "mlx", "ring"] = "openmpi") -> PlainTextResponse:
+    """The hostfile the job was (or will be) launched with, in the format named."""
+    try:
+        text = jobs.hostfile(job_id, format)
+    except JobNotFound:
+        raise _missing(job_id) from None
+    except (SpecRejected, ValueError) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    media = "application/json" if format in ("mlx", "ring") else "text/plain"
+    return PlainTextResponse(text, media_type=media)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses={404: {"model": ErrorOut}})
+def logs(job_id: JobId, jobs: JobsDep, offset: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+    """Log text from byte `offset`, each line prefixed `[RANK] `; `X-Next-Offset` says where to go on."""
+    if jobs.get_row(job_id) is None:
+        raise _missing(job_id)
+    data, nxt = jobs.logs.read(job_id, offset)
+    return PlainTextResponse(data.decode("utf-8", "replace"), headers={"X-Next-Offset": str(nxt)})
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={404: {"model": ErrorOut}})
+def cancel(job_id: JobId, jobs: JobsDep) -> JobOut:
+    """Stop every rank (TERM, then KILL after a grace). Cancelling a finished job changes nothing."""
+    try:
+        return jobs.view(jobs.cancel(job_id))
+    except JobNotFound:
+        raise _missing(job_id) from None
+
+
+def _sse(event: str, data) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@router.get("/{job_id}/events", responses={404: {"model": ErrorOut}, 200: {"content": {"text/event-stream": {}}}})
+async def events(job_id: JobId, request: Request, jobs: JobsDep) -> StreamingResponse:
+    """Server-Sent Events: `status`, `progress` and `log` as they happen, then `end`, then the
+    stream closes."""
+    if await run_in_threadpool(jobs.get_row, job_id) is None:
+        raise _missing(job_id)
+    changes: asyncio.Event = request.app.state.job_events.subscribe(job_id)
+
+    async def stream():
+        offset, last_status, last_progress = 0, None, None
+        try:
+            while True:
+                changes.clear()
+                job = await run_in_threadpool(jobs.view, await run_in_threadpool(jobs.get_row, job_id))
+                if job.status != last_status:
+                    last_status = job.status
+                    yield _sse("status", {"status": job.status, "error": job.error, "exit_code": job.exit_code,
+                                          "nodes": job.nodes, "pending_reason": job.pending_reason})
+                if job.progress and job.progress != last_progress:
+                    last_progress = job.progress
+                    yield _sse("progress", job.progress)
+                while True:
+                    data, nxt = await run_in_threadpool(jobs.logs.read, job_id, offset, 64 * 1024)
+                    if not data:
+                        break
+                    offset = nxt
+                    for line in data.decode("utf-8", "replace").splitlines():
+                        yield _sse("log", line)
+                if job.status in TERMINAL:
+                    yield _sse("end", {"status": job.status, "exit_code": job.exit_code, "error": job.error})
+                    return
+                if await request.is_disconnected():
+                    return
+                try:
+                    await asyncio.wait_for(changes.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            request.app.state.job_events.unsubscribe(job_id, changes)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

