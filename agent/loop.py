@@ -145,32 +145,43 @@ class Agent:
                 failures += 1
                 self.stop_event.wait(self._backoff(failures))
 
+    def _report_once(self, last_states=None):
+        """Send pending output and rank states; returns the states sent (None if nothing to send)."""
+        enr = self.enrolment
+        states = self.runner.states()
+        if enr is None or (not self.runner.pending() and states == last_states):
+            return None
+        with Client(self.cfg.coordinator, enr.node_token, timeout=10.0) as c:
+            ack = c.report(enr.node_id, RankReport(ranks=states, output=self.runner.output()))
+        self.runner.ack(ack.acked)
+        return states
+
     def _report_loop(self) -> None:
         """Send rank output and state changes as they happen, batched a little."""
         last_states = None
         failures = 0
-        while not self.stop_event.is_set() or self.runner.pending():
+        while not self.stop_event.is_set():
             self.runner.changed.wait(0.5)
             self.runner.changed.clear()
-            enr = self.enrolment
-            states = self.runner.states()
-            if enr is None or (not self.runner.pending() and states == last_states):
-                if self.stop_event.is_set():
-                    return
-                continue
             try:
-                with Client(self.cfg.coordinator, enr.node_token, timeout=10.0) as c:
-                    ack = c.report(enr.node_id, RankReport(ranks=states, output=self.runner.output()))
-                self.runner.ack(ack.acked)
-                last_states = states
+                sent = self._report_once(last_states)
+                if sent is not None:
+                    last_states = sent
+                    self.runner.forget_finished()
                 failures = 0
-                self.runner.forget_finished()
             except (ApiError, httpx.TransportError, OSError):
                 failures += 1
-                if self.stop_event.is_set() and failures > 3:
-                    return  # shutting down and the coordinator is away: give up on the rest
                 self.stop_event.wait(self._backoff(failures))
             self.stop_event.wait(0.05)
+
+    def _final_report(self) -> None:
+        for _ in range(3):
+            try:
+                self._report_once()
+                if not self.runner.pending():
+                    return
+            except (ApiError, httpx.TransportError, OSError):
+                time.sleep(0.5)
 
     def run(self) -> int:
         side = [threading.Thread(target=self._orders_loop, name="orders", daemon=True),
@@ -180,11 +191,11 @@ class Agent:
         try:
             return self._main_loop()
         finally:
-            # Ranks do not outlive their agent: stop them, and let the reporter tell the coordinator.
-            self.runner.stop_all()
+            # Ranks do not outlive their agent: stop them and tell the coordinator how they ended.
+            self.runner.stop_all(reason="its agent was shut down")
             self.runner.wait_all(timeout=10)
-            self.runner.changed.set()
-            side[1].join(timeout=5)
+            side[1].join(timeout=2)
+            self._final_report()
 
     def _main_loop(self) -> int:
         failures = 0

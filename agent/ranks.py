@@ -40,6 +40,7 @@ class Rank:
     lines: list[str] = field(default_factory=list)   # not yet acknowledged
     first_seq: int = 0                               # number of lines[0]
     stopping: bool = False
+    stop_reason: str = "stopped by Jupiter"
     ended_at: float | None = None
 
 
@@ -102,7 +103,7 @@ class RankRunner:
                     r.first_seq += drop
             self.changed.set()
         code = r.proc.wait()
-        self._exited(r, code, "stopped by Jupiter" if r.stopping else None)
+        self._exited(r, code, r.stop_reason if r.stopping else None)
 
     def _exited(self, r: Rank, code: int, reason: str | None) -> None:
         with self._lock:
@@ -115,11 +116,11 @@ class RankRunner:
 
     # ------------------------------------------------------------------ stop
 
-    def stop_job(self, job_id: str) -> None:
+    def stop_job(self, job_id: str, reason: str = "stopped by Jupiter") -> None:
         with self._lock:
             targets = [r for r in self._ranks.values() if r.job_id == job_id and r.state != "exited" and not r.stopping]
             for r in targets:
-                r.stopping = True
+                r.stopping, r.stop_reason = True, reason
         for r in targets:
             threading.Thread(target=self._terminate, args=(r,), daemon=True).start()
 
@@ -141,9 +142,9 @@ class RankRunner:
                     return
                 time.sleep(0.05)
 
-    def stop_all(self) -> None:
+    def stop_all(self, reason: str = "stopped by Jupiter") -> None:
         for job_id in {r.job_id for r in self._ranks.values()}:
-            self.stop_job(job_id)
+            self.stop_job(job_id, reason)
 
     def wait_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

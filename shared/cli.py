@@ -277,6 +277,155 @@ def check(config: Path = typer.Option(Path("config/cluster.yaml"), help="cluster
     raise typer.Exit(exit_code)
 
 
+# ---------------------------------------------------------------------------- jobs
+
+
+def job_table(rows) -> Table:
+    t = Table(title="Jobs", title_justify="left")
+    for col in ("id", "name", "status", "backend", "ranks", "nodes", "created", "progress", "error"):
+        t.add_column(col, overflow="fold")
+    colours = {"pending": "yellow", "starting": "cyan", "running": "cyan", "succeeded": "green",
+               "failed": "red", "cancelled": "magenta"}
+    for j in rows:
+        prog = ""
+        if j.progress.get("step") is not None:
+            prog = f"{j.progress['step']}/{j.progress.get('total_steps') or '?'}"
+            if j.progress.get("loss") is not None:
+                prog += f" loss {j.progress['loss']:.4g}"
+        t.add_row(j.id, j.name, f"[{colours.get(j.status, 'white')}]{j.status}[/]", j.backend, str(j.world_size),
+                  ",".join(j.nodes) or "-", j.created_at.strftime("%Y-%m-%d %H:%M:%S"), prog,
+                  j.error or j.pending_reason or "")
+    return t
+
+
+@app.command()
+def jobs(status: Optional[str] = typer.Option(None, help="Only jobs with this status."),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Table of jobs, newest first."""
+    with _client() as c:
+        rows = _call(lambda: c.jobs(status))
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in rows], indent=2))
+        return
+    console.print(job_table(rows))
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--env {pair!r}: use KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
+    """Stream a job's events until it ends; returns the exit code the CLI should exit with."""
+    import httpx
+
+    status = None
+    try:
+        for event, data in c.events(job_id):
+            if event == "log" and show_logs:
+                console.print(data, markup=False, highlight=False, soft_wrap=True)
+            elif event == "status" and data["status"] != status:
+                status = data["status"]
+                extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
+                err.print(f"[bold]{job_id}[/] {status}{extra}", highlight=False, soft_wrap=True)
+            elif event == "end":
+                colour = "green" if data["status"] == "succeeded" else "red"
+                err.print(f"[bold {colour}]{job_id} {data['status']}[/]" + (f": {data['error']}" if data.get("error") else ""),
+                          highlight=False, soft_wrap=True)
+                return 0 if data["status"] == "succeeded" else (data.get("exit_code") or 1)
+    except httpx.TransportError as exc:
+        _fail(f"lost the coordinator while following {job_id} ({type(exc).__name__}); the job may still run")
+    return 1
+
+
+def _on_interrupt(c: Client, job_id: str) -> None:
+    if sys.stdin.isatty() and typer.confirm(f"\ncancel job {job_id}?", default=False):
+        c.cancel(job_id)
+        err.print(f"{job_id} cancelled")
+    else:
+        err.print(f"\n{job_id} keeps running; follow it with `jupiter logs {job_id} -f`, stop it with "
+                  f"`jupiter cancel {job_id}`")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def submit(
+    command: list[str] = typer.Argument(..., help="The command after --, as an argv list."),
+    name: str = typer.Option("job", help="Job name."),
+    nodes: Optional[int] = typer.Option(None, min=1, help="How many nodes (default 1, or the number of --node)."),
+    node: list[str] = typer.Option([], "--node", help="Run on exactly these nodes, in rank order (repeatable)."),
+    processes_per_node: int = typer.Option(1, "--processes-per-node", "--ppn", min=1),
+    backend: Optional[str] = typer.Option(None, help="ring | mpi (default: cluster.yaml's backend)."),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for every rank (repeatable)."),
+    role: list[str] = typer.Option([], "--role", help="Eligible node roles (repeatable)."),
+    min_memory_gb: float = typer.Option(0, min=0),
+    timeout: Optional[float] = typer.Option(None, help="Fail the job after this many seconds running."),
+    idempotency_key: Optional[str] = typer.Option(None),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Print the job id and return at once."),
+) -> None:
+    """Submit any command as a distributed job and follow it to the end: jupiter submit -- python train.py"""
+    spec = {"name": name, "command": command, "processes_per_node": processes_per_node, "env": _parse_env(env),
+            "min_memory_gb": min_memory_gb}
+    if node:
+        spec["node_names"] = node
+    if nodes is not None:
+        spec["nodes"] = nodes
+    for key, value in (("backend", backend), ("timeout_s", timeout), ("idempotency_key", idempotency_key)):
+        if value is not None:
+            spec[key] = value
+    if role:
+        spec["roles"] = role
+    with _client() as c:
+        job = _call(lambda: c.submit(spec))
+        if detach:
+            print(job.id)
+            return
+        err.print(f"submitted [bold]{job.id}[/] ({job.world_size} rank(s), {job.backend})", highlight=False)
+        try:
+            code = follow(c, job.id)
+        except KeyboardInterrupt:
+            _on_interrupt(c, job.id)
+            code = 130
+    raise typer.Exit(code)
+
+
+@app.command()
+def logs(job_id: str = typer.Argument(..., help="Job id."),
+         follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends.")) -> None:
+    """Print a job's log (every line prefixed [RANK])."""
+    import time as _time
+
+    with _client() as c:
+        offset = 0
+        while True:
+            text, offset_next = _call(lambda: c.logs(job_id, offset))
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            offset = offset_next
+            if not follow_:
+                return
+            if not text:
+                job = _call(lambda: c.job(job_id))
+                if job.status in ("succeeded", "failed", "cancelled"):
+                    text, _ = _call(lambda: c.logs(job_id, offset))
+                    sys.stdout.write(text)
+                    raise typer.Exit(0 if job.status == "succeeded" else 1)
+                _time.sleep(0.5)
+
+
+@app.command()
+def cancel(job_id: str = typer.Argument(..., help="Job id.")) -> None:
+    """Stop every rank of a job (TERM, then KILL after a grace). Safe to repeat."""
+    with _client() as c:
+        job = _call(lambda: c.cancel(job_id))
+    console.print(f"{job.id} {job.status}")
+
+
 @app.command()
 def version() -> None:
     """Print Jupiter's version."""

@@ -1,0 +1,267 @@
+"""Jobs end to end: a real coordinator, two real agents, real MLX ranks that really all-reduce."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from shared.client import ApiError
+from tests.harness import REPO, AgentProcess, CoordinatorProcess, free_port, wait_for
+
+ALLSUM = str(REPO / "tests" / "ranks" / "allsum.py")
+EXPECTED = "sum [0, 3, 6, 9]"  # ranks 0 and 1 contribute arange(4) * 1 and * 2
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A coordinator whose heartbeat is slow (5 s), so anything fast here is the long-poll's doing."""
+    root = tmp_path_factory.mktemp("cluster")
+    coord = CoordinatorProcess(root / "leader", heartbeat_interval=5.0, down_after=30.0).start()
+    agents = [AgentProcess(coord, f"a{i}", root / "agents" / f"a{i}").start() for i in (1, 2)]
+    with coord.client() as c:
+        wait_for(lambda: sorted(n.name for n in c.nodes() if n.status == "ready") == ["a1", "a2"], timeout=60)
+    yield coord
+    for a in agents:
+        a.stop()
+    coord.stop()
+
+
+def wait_job(c, job_id, statuses=("succeeded", "failed", "cancelled"), timeout=60):
+    return wait_for(lambda: (j := c.job(job_id)).status in statuses and j, timeout=timeout, every=0.1,
+                    what=f"job {job_id} in {statuses}")
+
+
+def wait_idle(c):
+    wait_for(lambda: all(n.status == "ready" for n in c.nodes()), timeout=30, what="nodes idle")
+
+
+def log_of(c, job_id):
+    return c.logs(job_id)[0]
+
+
+@pytest.mark.parametrize("backend", ["ring", "mpi"])
+def test_two_rank_allsum_succeeds_with_both_ranks_in_the_log(cluster, backend):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"name": f"allsum-{backend}", "command": ["python", ALLSUM, "--backend", backend],
+                        "nodes": 2, "backend": backend})
+        done = wait_job(c, job.id)
+        text = log_of(c, job.id)
+        assert done.status == "succeeded", (done.error, text)
+        assert done.exit_code == 0 and done.nodes == ["a1", "a2"] and done.world_size == 2
+        for rank in (0, 1):
+            assert f"[{rank}] rank {rank} of 2 job {job.id} jrank {rank} {EXPECTED}" in text, text
+        assert [r.exit_code for r in done.ranks] == [0, 0]
+        # It started at once, not a 5 s heartbeat later.
+        assert (done.started_at - done.created_at).total_seconds() < 1.5
+
+
+def test_a_failing_rank_fails_the_job_naming_it_and_stops_the_others(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        t0 = time.monotonic()
+        job = c.submit({"command": ["python", ALLSUM, "--fail-rank", "1", "--code", "3", "--sleep", "60"],
+                        "nodes": 2, "backend": "ring"})
+        done = wait_job(c, job.id, timeout=30)
+        assert time.monotonic() - t0 < 15
+        assert done.status == "failed" and done.exit_code == 3
+        assert "rank 1 on node a2 exited with code 3" in done.error
+        wait_for(lambda: c.job(job.id).ranks[0].state == "exited", timeout=15, what="rank 0 stopped")
+        assert c.job(job.id).ranks[0].exit_code != 0  # it was stopped, not left to sleep for a minute
+        assert not _processes_of(job.id)
+
+
+def _processes_of(job_id: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("JUPITER_JOB_ID") == job_id:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+@pytest.mark.parametrize("backend", ["ring", "mpi"])
+def test_cancel_leaves_no_process_behind(cluster, backend):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", ALLSUM, "--backend", backend, "--sleep", "120"], "nodes": 2,
+                        "backend": backend})
+        wait_for(lambda: EXPECTED in log_of(c, job.id) and len(_processes_of(job.id)) >= 2, timeout=30,
+                 what="ranks running")
+        assert c.cancel(job.id).status == "cancelled"
+        assert c.cancel(job.id).status == "cancelled"  # idempotent
+        wait_for(lambda: not _processes_of(job.id), timeout=20, what="no process left")
+        assert c.job(job.id).status == "cancelled"
+
+
+def test_a_second_job_waits_pending_then_runs_as_soon_as_nodes_free(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        first = c.submit({"command": ["python", ALLSUM, "--sleep", "2"], "nodes": 2, "backend": "ring"})
+        second = c.submit({"command": ["python", ALLSUM], "nodes": 2, "backend": "ring"})
+        wait_for(lambda: c.job(first.id).status == "running", timeout=30)
+        pending = c.job(second.id)
+        assert pending.status == "pending" and "busy" in pending.pending_reason
+        one = wait_job(c, first.id)
+        two = wait_job(c, second.id)
+        assert (one.status, two.status) == ("succeeded", "succeeded")
+        assert two.started_at >= one.ended_at
+        assert (two.started_at - one.ended_at).total_seconds() < 1.5  # not a heartbeat later
+
+
+def test_mlx_hostfile_runs_under_the_real_mlx_launch(cluster, tmp_path):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", ALLSUM], "nodes": 2, "backend": "ring"})
+        wait_job(c, job.id)
+        hostfile = json.loads(c.hostfile(job.id, "mlx"))
+        assert hostfile["backend"] == "ring" and [h["ssh"] for h in hostfile["hosts"]] == ["127.0.0.1", "127.0.0.1"]
+        ring = json.loads(c.hostfile(job.id, "ring"))
+        assert len(ring) == 2 and all(len(r) == 1 and r[0].startswith("127.0.0.1:") for r in ring)
+        assert c.hostfile(job.id, "openmpi") == "127.0.0.1 slots=2\n"
+    path = tmp_path / "hosts.json"
+    path.write_text(json.dumps(hostfile))
+    launch = os.path.join(os.path.dirname(sys.executable), "mlx.launch")
+    out = subprocess.run([launch, "--hostfile", str(path), "--backend", "ring", "--starting-port", str(free_port()),
+                          "--", sys.executable, ALLSUM], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert out.stdout.count(EXPECTED) == 2, out.stdout + out.stderr
+
+
+def test_idempotent_resubmission(cluster):
+    spec = {"command": ["python", ALLSUM], "nodes": 2, "backend": "ring", "idempotency_key": "nightly-2026-12-01"}
+    with cluster.client() as c:
+        wait_idle(c)
+        before = len(c.jobs())
+        r1 = httpx.post(cluster.url + "/jobs", json=spec, headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        r2 = httpx.post(cluster.url + "/jobs", json=spec, headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        assert (r1.status_code, r2.status_code) == (201, 200)
+        assert r1.json()["id"] == r2.json()["id"]
+        r3 = httpx.post(cluster.url + "/jobs", json=dict(spec, nodes=1),
+                        headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        assert r3.status_code == 409 and "nightly-2026-12-01" in r3.json()["detail"]
+        assert len(c.jobs()) == before + 1
+        wait_job(c, r1.json()["id"])
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"command": "python train.py"}, "command"),
+    ({"command": []}, "command"),
+    ({"command": ["python"], "env": {"1BAD": "x"}}, "env"),
+    ({"command": ["python"], "env": {"MLX_RANK": "3"}}, "MLX_RANK"),
+    ({"command": ["python"], "nodes": 0}, "nodes"),
+    ({"command": ["python"], "nodes": 100000}, "nodes"),
+    ({"command": ["python"], "processes_per_node": 1000}, "processes_per_node"),
+    ({"command": ["python"], "backend": "tcp"}, "backend"),
+    ({"command": ["python"], "node_names": ["no-such-node"]}, "no-such-node"),
+    ({"command": ["python"], "node_names": ["a1; rm -rf /"]}, "node_names"),
+    ({"command": ["python"], "roles": ["boss"]}, "roles"),
+    ({"domain": "sample"}, "domain"),
+    ({"command": ["python"], "domain": "sample"}, "exactly one"),
+    ({"command": ["python", "a\x00b"]}, "command"),
+    ({"command": ["python"], "idempotency_key": "../../etc/passwd"}, "idempotency_key"),
+    ({"command": ["python"], "surprise": 1}, "surprise"),
+])
+def test_bad_specs_are_4xx_naming_the_field_and_store_nothing(cluster, body, needle):
+    with cluster.client() as c:
+        before = len(c.jobs())
+    r = httpx.post(cluster.url + "/jobs", json=body, headers={"Authorization": f"Bearer {cluster.admin_token}"})
+    assert r.status_code == 422, r.text
+    assert needle in json.dumps(r.json()["detail"]), r.json()
+    with cluster.client() as c:
+        assert len(c.jobs()) == before
+
+
+def test_unknown_jobs_and_bad_ids(cluster):
+    h = {"Authorization": f"Bearer {cluster.admin_token}"}
+    for path in ("/jobs/j-0000000000", "/jobs/j-0000000000/logs", "/jobs/j-0000000000/hostfile",
+                 "/jobs/j-0000000000/events"):
+        assert httpx.get(cluster.url + path, headers=h).status_code == 404
+    assert httpx.post(cluster.url + "/jobs/j-0000000000/cancel", headers=h).status_code == 404
+    assert httpx.get(cluster.url + "/jobs/..%2f..%2fetc", headers=h).status_code in (404, 422)
+    assert httpx.get(cluster.url + "/jobs?status=exploded", headers=h).status_code == 422
+    j = httpx.post(cluster.url + "/jobs", headers={"Authorization": f"Bearer {cluster.join_token}"},
+                   json={"command": ["python"]})
+    assert j.status_code == 403  # a join token cannot run code
+
+
+def test_events_stream_progress_and_logs_and_ends(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", ALLSUM, "--progress", "20"], "nodes": 2, "backend": "ring"})
+        events = list(c.events(job.id))
+        kinds = [e for e, _ in events]
+        assert kinds[0] == "status" and kinds[-1] == "end"
+        assert "progress" in kinds and "log" in kinds
+        statuses = [d["status"] for e, d in events if e == "status"]
+        assert statuses[-1] == "succeeded" and "running" in statuses
+        logs = [d for e, d in events if e == "log"]
+        assert any(EXPECTED in line and line.startswith("[0] ") for line in logs)
+        done = c.job(job.id)
+        assert done.progress["step"] == 20 and done.progress["total_steps"] == 20
+        assert done.loss_history[0].step == 1 and done.loss_history[-1].loss == pytest.approx(0.5)
+        assert len(done.loss_history) == 20
+        # Progress lines are tracked, not shown as log text twice; ordinary lines are kept.
+        text = log_of(c, job.id)
+        assert "JUPITER_PROGRESS" in text and EXPECTED in text
+
+
+def test_logs_by_offset(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", ALLSUM], "nodes": 2, "backend": "ring"})
+        wait_job(c, job.id)
+        full, end = c.logs(job.id, 0)
+        assert end == len(full.encode())
+        half = len(full.encode()) // 2
+        rest, end2 = c.logs(job.id, half)
+        assert end2 == end and full.encode().endswith(rest.encode())
+        assert c.logs(job.id, end) == ("", end)
+        assert all(line.startswith("[") for line in full.splitlines())
+
+
+def test_pending_job_times_out_with_a_reason_and_can_be_cancelled(cluster):
+    with cluster.client() as c:
+        job = c.submit({"command": ["python", ALLSUM], "nodes": 3, "pending_timeout_s": 1.5})
+        done = wait_job(c, job.id, timeout=15)
+        assert done.status == "failed" and "could not be placed within 1.5 s" in done.error
+        assert "needs 3 node(s)" in done.error
+        other = c.submit({"command": ["python", ALLSUM], "nodes": 3})
+        assert c.job(other.id).status == "pending"
+        assert c.cancel(other.id).status == "cancelled"
+
+
+def test_cli_submit_follows_to_the_end_and_exits_with_the_outcome(cluster):
+    env = dict(os.environ, JUPITER_URL=cluster.url, JUPITER_TOKEN=cluster.admin_token)
+    ok = subprocess.run([sys.executable, "-m", "shared.cli", "submit", "--nodes", "2", "--backend", "ring", "--",
+                         "python", ALLSUM], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(EXPECTED) == 2 and "succeeded" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "shared.cli", "submit", "--nodes", "2", "--backend", "ring", "--",
+                          "python", ALLSUM, "--fail-rank", "0", "--code", "7"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 7 and "rank 0 on node a1 exited with code 7" in bad.stderr
+    jobs = subprocess.run([sys.executable, "-m", "shared.cli", "jobs"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert jobs.returncode == 0 and "failed" in jobs.stdout
+    badenv = subprocess.run([sys.executable, "-m", "shared.cli", "submit", "--env", "NOEQUALS", "--", "true"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert badenv.returncode != 0 and "--env" in badenv.stderr
+
+
+def test_a_missing_executable_fails_the_job_clearly(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["/no/such/binary"], "nodes": 1, "backend": "ring"})
+        done = wait_job(c, job.id)
+        assert done.status == "failed" and "rank 0" in done.error and "code 127" in done.error
+        assert "cannot start" in done.error or "cannot start" in log_of(c, job.id)
