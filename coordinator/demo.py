@@ -1,7 +1,8 @@
 """`make run`: the whole system on this one machine, start to clean shutdown.
 
 Starts a coordinator on a free loopback port and two local agents, waits for both to report
-`ready`, shows the cluster as `jupiter nodes` and `jupiter check` would, then stops everything it
+`ready`, shows the cluster as `jupiter nodes` and `jupiter check` would, runs a 2-rank MLX job
+whose ranks really all-reduce (through `jupiter submit`, as a user would), then stops everything it
 started and checks that each process exited cleanly.
 """
 
@@ -23,6 +24,17 @@ from shared.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console()
+
+# Rank r contributes [1, 2, 3, 4] * (r + 1); on 2 ranks both must print [3, 6, 9, 12].
+ALLSUM = (
+    "import mlx.core as mx\n"
+    "from shared.progress import report\n"
+    "g = mx.distributed.init(backend='ring', strict=True)\n"
+    "x = mx.distributed.all_sum((mx.arange(4) + 1) * (g.rank() + 1), group=g)\n"
+    "mx.eval(x)\n"
+    "report(step=1, total_steps=1, loss=0.0)\n"
+    "print(f'rank {g.rank()} of {g.size()}: all_sum = {x.tolist()}', flush=True)\n"
+)
 
 
 def _free_port() -> int:
@@ -84,7 +96,9 @@ def main() -> int:
         client = Client(url, env["JUPITER_TOKEN"])
         with console.status("waiting for both agents to report ready"):
             _wait(lambda: sum(n.status == "ready" for n in client.nodes()) == 2, 90, coord, logs)
-        for cmd in (["nodes"], ["check", "--config", str(config)]):
+        for cmd in (["nodes"], ["check", "--config", str(config)],
+                    ["submit", "--name", "allsum", "--nodes", "2", "--backend", "ring", "--", "python", "-c", ALLSUM],
+                    ["jobs"]):
             console.rule(f"jupiter {' '.join(cmd[:1])}")
             res = subprocess.run(jupiter + cmd, cwd=REPO, env=env)
             ok &= res.returncode == 0

@@ -329,7 +329,8 @@ def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
         for event, data in c.events(job_id):
             if event == "log" and show_logs:
                 console.print(data, markup=False, highlight=False, soft_wrap=True)
-            elif event == "status" and data["status"] != status:
+            elif event == "status" and data["status"] != status and data["status"] not in ("succeeded", "failed",
+                                                                                              "cancelled"):
                 status = data["status"]
                 extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
                 err.print(f"[bold]{job_id}[/] {status}{extra}", highlight=False, soft_wrap=True)

