@@ -76,8 +76,25 @@ class GPUInfo(Wire):
     memory_gb: float | None = Field(None, ge=0)
 
 
+EXAMPLE_FACTS = {
+    "machine_id": "6F1C2D3E-4A5B-5C6D-8E9F-0A1B2C3D4E5F", "hostname": "mac-mini-1.local", "os": "macos",
+    "os_version": "macOS 15.1 (24B83)", "device_type": "mac", "chip": "Apple M4 Pro", "memory_gb": 64.0,
+    "memory_available_gb": 41.2, "cpu_cores": 14, "python_version": "3.11.7",
+    "python_executable": "/Users/you/jupiter/.venv/bin/python", "mlx_version": "0.32.4", "mlx_device": "gpu",
+    "mpi": {"implementation": "openmpi", "version": "5.0.11"},
+    "thunderbolt": {"bridge": {"interface": "bridge0", "ips": ["169.254.10.1"], "up": True, "members": ["en2", "en3"]},
+                    "ports": [{"port": 1, "status": "connected", "speed_gbps": 40.0, "interface": "en2",
+                               "peer_uuid": "A7C4E1F0-2B3D-4E5F-8A9B-1C2D3E4F5A6B", "peer_name": "Mac Studio"}],
+                    "domain_uuids": ["0E1F2A3B-4C5D-6E7F-8091-A2B3C4D5E6F7"], "rdma_enabled": None},
+    "interfaces": [{"name": "en0", "up": True, "speed_mbps": 10000, "ips": ["192.168.1.20"]}],
+    "gpus": [], "problems": [], "agent_version": "0.1.0",
+}
+
+
 class NodeFacts(Wire):
     """What a node says about itself. Every value comes from the node, never from cluster.yaml."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_FACTS]})
 
     machine_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         ..., description="Stable hardware identity (IOPlatformUUID on macOS, /etc/machine-id on Linux)."
@@ -108,6 +125,9 @@ class NodeFacts(Wire):
 
 
 class RegisterRequest(Wire):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "mac-mini-1", "host": "mac-mini-1.local", "facts": EXAMPLE_FACTS}]})
+
     name: NodeName = Field(..., examples=["mac-mini-1"])
     host: Host = Field(..., description="Address other nodes and the coordinator reach this node at.",
                        examples=["mac-mini-1.local"])
@@ -148,6 +168,10 @@ class RankAssignment(Wire):
 
 
 class HeartbeatRequest(Wire):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"instance": "5f0c9a1e2b3d4c6e", "memory_available_gb": 40.8,
+         "ranks": [{"job_id": "j-0a1b2c3d4e", "rank": 1, "state": "running", "pid": 4242}]}]})
+
     instance: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         None, description="Random per agent process: a new value means the agent restarted, so "
                           "ranks it ran before and no longer lists are gone.")
@@ -274,6 +298,11 @@ class JobSpec(Wire):
     """A job request (SPEC §5). Give `command` (an argv list, never a shell string) or `domain`
     (the built-in trainer)."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "demo", "command": ["python", "train.py", "--lr", "3e-4"], "nodes": 2, "node_names": None,
+         "processes_per_node": 1, "backend": "ring", "env": {"SEED": "1"}, "roles": ["trainer", "hybrid"],
+         "min_memory_gb": 0, "timeout_s": None, "idempotency_key": "demo-2026-12-01"}]})
+
     name: NodeName = Field("job", examples=["demo"])
     command: list[Arg] | None = Field(None, min_length=1, max_length=1024,
                                       examples=[["python", "-c", "print('hello from a rank')"]])
@@ -362,6 +391,11 @@ class RankOutput(Wire):
 
 
 class RankReport(Wire):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ranks": [{"job_id": "j-0a1b2c3d4e", "rank": 0, "state": "exited", "exit_code": 0}],
+         "output": [{"job_id": "j-0a1b2c3d4e", "rank": 0, "seq": 0,
+                     "lines": ['JUPITER_PROGRESS {"step": 1, "loss": 2.5}', "done"]}]}]})
+
     ranks: list[RankState] = Field(default_factory=list, max_length=4096)
     output: list[RankOutput] = Field(default_factory=list, max_length=4096)
 
@@ -371,5 +405,8 @@ class RankReportAck(Wire):
 
 
 class OrdersRequest(Wire):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ranks": [{"job_id": "j-0a1b2c3d4e", "rank": 1, "state": "running", "pid": 4242}], "wait_s": 20}]})
+
     ranks: list[RankState] = Field(default_factory=list, max_length=4096)
     wait_s: float = Field(20, ge=0, le=60)

@@ -98,3 +98,25 @@ def test_refuses_a_non_loopback_bind_without_tokens(tmp_path):
     assert out.returncode != 0
     assert "refusing to listen on 0.0.0.0 without tokens" in out.stderr
     assert not (tmp_path / "fresh" / "admin.token").exists()
+
+
+def test_every_request_body_in_the_openapi_page_has_an_example(coordinator):
+    spec = httpx.get(coordinator.url + "/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    bodies = set()
+    for path in spec["paths"].values():
+        for op in path.values():
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+            if ref:
+                bodies.add(ref.rsplit("/", 1)[-1])
+    assert {"RegisterRequest", "HeartbeatRequest", "JobSpec"} <= bodies
+    for name in bodies:
+        s = schemas[name]
+        has = bool(s.get("examples")) or all(
+            p.get("examples") or p.get("description") or "$ref" in p or p.get("default") is not None
+            for p in s["properties"].values())
+        assert has, f"{name} has no example"
+    job_example = schemas["JobSpec"]["examples"][0]
+    from shared.schemas import JobSpec
+
+    JobSpec.model_validate(job_example)  # the documented example is itself valid

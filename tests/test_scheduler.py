@@ -1,0 +1,91 @@
+"""Placement rules over node views: eligibility, waiting reasons, rank order along cables,
+rank addresses (Thunderbolt bridge, forced interface) and ports."""
+
+from __future__ import annotations
+
+from coordinator.scheduler import Placement, Unplaceable, pick_ports, place
+from shared.cluster_config import ClusterConfig
+from shared.schemas import JobSpec, MPIInfo, NetInterface, NodeOut, ThunderboltInfo
+
+
+def node(name, *, status="ready", role="trainer", mem=64.0, mpi="openmpi", uuid=None, peers=(), bridge_ip=None,
+         host=None):
+    tb = {"domain_uuids": [uuid] if uuid else [],
+          "ports": [{"port": i + 1, "status": "connected", "speed_gbps": 40.0, "peer_uuid": p}
+                    for i, p in enumerate(peers)]}
+    if bridge_ip:
+        tb["bridge"] = {"interface": "bridge0", "ips": [bridge_ip], "up": True, "members": ["en2"]}
+    return NodeOut(id=f"n-{name}", name=name, host=host or f"{name}.local", status=status, role=role,
+                   device_type="mac", chip="Apple M4", memory_gb=mem, memory_available_gb=mem / 2, cpu_cores=10,
+                   os_version="macOS 15.1", python_version="3.11.7", mlx_version="0.32.4", mlx_device="gpu",
+                   mpi=MPIInfo(implementation=mpi, version="5"), thunderbolt=ThunderboltInfo.model_validate(tb),
+                   declared=None, problems=[], last_heartbeat=None, registered_at=None, agent_version="0.1.0")
+
+
+CFG = ClusterConfig(use_thunderbolt_bridge=True)
+
+
+def spec(**kw):
+    return JobSpec(command=["python", "train.py"], **kw)
+
+
+def test_picks_eligible_nodes_and_explains_waiting():
+    nodes = [node("a"), node("b", status="down"), node("c", status="draining"), node("d", role="evaluator"),
+             node("e", mem=16)]
+    got = place(spec(nodes=1, roles=["trainer"], min_memory_gb=32), "ring", nodes, CFG, set(), {})
+    assert isinstance(got, Placement) and [n.name for n in got.nodes] == ["a"]
+    got = place(spec(nodes=2, roles=["trainer"], min_memory_gb=32), "ring", nodes, CFG, set(), {})
+    assert isinstance(got, Unplaceable)
+    assert "needs 2 node(s), 1 eligible of 5" in got.reason
+    for why in ("b: down", "c: draining", "d: role evaluator", "e: 16 GB < 32 GB"):
+        assert why in got.reason
+
+
+def test_busy_nodes_and_named_nodes():
+    nodes = [node("a"), node("b")]
+    got = place(spec(nodes=2), "ring", nodes, CFG, {"n-a"}, {})
+    assert isinstance(got, Unplaceable) and "a: busy" in got.reason
+    got = place(spec(node_names=["b", "a"]), "ring", nodes, CFG, set(), {})
+    assert [n.name for n in got.nodes] == ["b", "a"]  # the order asked for is the rank order
+    got = place(spec(node_names=["b", "a"]), "ring", nodes, CFG, {"n-a"}, {})
+    assert isinstance(got, Unplaceable) and got.reason == "waiting for a (busy)"
+
+
+def test_mpi_needs_open_mpi():
+    nodes = [node("a"), node("b", mpi="mpich")]
+    got = place(spec(nodes=2), "mpi", nodes, CFG, set(), {})
+    assert isinstance(got, Unplaceable) and "b: no Open MPI" in got.reason
+    assert isinstance(place(spec(nodes=2), "ring", nodes, CFG, set(), {}), Placement)
+
+
+def test_rank_order_follows_the_thunderbolt_daisy_chain():
+    # Cables: m2 - m5 - m1 - m4 - m3 (names deliberately out of cable order).
+    chain = {"m2": ["U5"], "m5": ["U2", "U1"], "m1": ["U5", "U4"], "m4": ["U1", "U3"], "m3": ["U4"]}
+    nodes = [node(n, uuid="U" + n[1], peers=p) for n, p in chain.items()]
+    got = place(spec(nodes=5), "ring", nodes, CFG, set(), {})
+    order = [n.name for n in got.nodes]
+    assert order in (["m2", "m5", "m1", "m4", "m3"], ["m3", "m4", "m1", "m5", "m2"])
+    # Without cables the order is simply by name.
+    plain = place(spec(nodes=3), "ring", [node("c"), node("a"), node("b")], CFG, set(), {})
+    assert [n.name for n in plain.nodes] == ["a", "b", "c"]
+
+
+def test_rank_addresses_prefer_the_bridge_or_a_forced_interface():
+    nodes = [node("a", bridge_ip="169.254.1.1"), node("b")]
+    got = place(spec(nodes=2), "ring", nodes, CFG, set(), {})
+    assert got.addresses == ["169.254.1.1", "b.local"]
+    off = ClusterConfig(use_thunderbolt_bridge=False)
+    assert place(spec(nodes=2), "ring", nodes, off, set(), {}).addresses == ["a.local", "b.local"]
+    forced = ClusterConfig(network_interface="en5")
+    ifaces = {"n-a": [NetInterface(name="en5", up=True, ips=["fe80::1", "10.9.0.1"])],
+              "n-b": [NetInterface(name="en0", up=True, ips=["10.0.0.2"])]}
+    got = place(spec(nodes=2), "ring", nodes, forced, set(), ifaces)
+    assert isinstance(got, Unplaceable) and "b has no up interface 'en5'" in got.reason
+    assert place(spec(nodes=1), "ring", nodes, forced, set(), ifaces).addresses == ["10.9.0.1"]
+
+
+def test_ports_are_unique_per_address_among_active_jobs():
+    in_use = {("10.0.0.1", 41000)}
+    ports = pick_ports(["10.0.0.1", "10.0.0.2"], 2, in_use)
+    assert ports == [[41001, 41002], [41000, 41001]]
+    assert ("10.0.0.1", 41002) in in_use
