@@ -111,7 +111,7 @@ class Agent:
         for a in orders.start:
             self.runner.start(a)
         for st in orders.stop:
-            self.runner.stop_job(st.job_id)
+            self.runner.stop_job(st.job_id, attempt=st.attempt)
 
     def _set_link(self, state: str, message: str) -> None:
         if state != self._link:

@@ -49,19 +49,19 @@ class RankRunner:
         self.state_dir = Path(state_dir)
         self.python = python
         self.node_name = node_name
-        self._ranks: dict[tuple[str, int], Rank] = {}
+        self._ranks: dict[tuple[str, int, int], Rank] = {}  # (job, attempt, rank)
         self._lock = threading.Lock()
         self.changed = threading.Event()  # wakes the reporter
 
     # ------------------------------------------------------------------ start
 
     def start(self, a: RankAssignment) -> None:
-        key = (a.job_id, a.rank)
+        key = (a.job_id, a.attempt, a.rank)
         with self._lock:
             if key in self._ranks:
                 return  # orders repeat until our report arrives; start each rank once
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt)
-        folder = self.state_dir / "jobs" / a.job_id
+        folder = self.state_dir / "jobs" / a.job_id / str(a.attempt)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             env = self._env(a, folder)
@@ -84,7 +84,8 @@ class RankRunner:
         env.pop("JUPITER_JOIN_TOKEN", None)  # ranks run user code: no secrets of ours
         env.update(a.env)
         env.update(JUPITER_JOB_ID=a.job_id, JUPITER_RANK=str(a.rank), JUPITER_WORLD_SIZE=str(a.world_size),
-                   JUPITER_LOCAL_RANK=str(a.local_rank), JUPITER_NODE=self.node_name, PYTHONUNBUFFERED="1")
+                   JUPITER_LOCAL_RANK=str(a.local_rank), JUPITER_NODE=self.node_name, JUPITER_ATTEMPT=str(a.attempt),
+                   PYTHONUNBUFFERED="1")
         if a.backend == "ring" and a.hostfile is not None:
             hostfile = folder / f"hostfile-{a.rank}.json"
             hostfile.write_text(json.dumps(a.hostfile))
@@ -116,9 +117,10 @@ class RankRunner:
 
     # ------------------------------------------------------------------ stop
 
-    def stop_job(self, job_id: str, reason: str = "stopped by Jupiter") -> None:
+    def stop_job(self, job_id: str, reason: str = "stopped by Jupiter", attempt: int | None = None) -> None:
         with self._lock:
-            targets = [r for r in self._ranks.values() if r.job_id == job_id and r.state != "exited" and not r.stopping]
+            targets = [r for r in self._ranks.values() if r.job_id == job_id and r.state != "exited" and not r.stopping
+                       and (attempt is None or r.attempt == attempt)]
             for r in targets:
                 r.stopping, r.stop_reason = True, reason
         for r in targets:
@@ -164,14 +166,15 @@ class RankRunner:
 
     def output(self) -> list[RankOutput]:
         with self._lock:
-            return [RankOutput(job_id=r.job_id, rank=r.rank, seq=r.first_seq, lines=r.lines[:MAX_LINES_PER_REPORT])
+            return [RankOutput(job_id=r.job_id, rank=r.rank, attempt=r.attempt, seq=r.first_seq,
+                               lines=r.lines[:MAX_LINES_PER_REPORT])
                     for r in self._ranks.values() if r.lines]
 
     def ack(self, acked: dict[str, int]) -> None:
         with self._lock:
             for key, stored in acked.items():
-                job_id, _, rank = key.rpartition("/")
-                r = self._ranks.get((job_id, int(rank)))
+                job_id, attempt, rank = key.split("/")
+                r = self._ranks.get((job_id, int(attempt), int(rank)))
                 if r is None or stored <= r.first_seq:
                     continue
                 drop = min(stored - r.first_seq, len(r.lines))

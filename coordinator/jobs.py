@@ -28,6 +28,7 @@ from shared import hostfiles
 from shared.progress import ProgressTracker, parse as parse_progress
 from shared.schemas import (
     TERMINAL,
+    AttemptOut,
     JobDetail,
     JobOut,
     JobSpec,
@@ -121,11 +122,17 @@ class Jobs:
             row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status="pending", backend=backend,
                          world_size=spec.nodes * spec.processes_per_node, spec_json=spec.model_dump_json(),
                          command_json=json.dumps(spec.command), idempotency_key=spec.idempotency_key,
-                         spec_hash=digest, pending_reason="waiting for the scheduler")
+                         spec_hash=digest, pending_reason="waiting for the scheduler",
+                         max_restarts=self.max_restarts_for(spec))
             s.add(row)
         self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}")
         self.on_change(row.id)
         return row, True
+
+    def max_restarts_for(self, spec: JobSpec) -> int:
+        if spec.max_restarts is not None:
+            return spec.max_restarts
+        return 2 if spec.domain is not None and self.registry.config.auto_restart_failed_nodes else 0
 
     # ------------------------------------------------------------------ scheduling
 
@@ -158,7 +165,8 @@ class Jobs:
         ranks = []
         for i, node in enumerate(placement.nodes):
             for local in range(ppn):
-                ranks.append(RankRow(job_id=job.id, rank=i * ppn + local, node_id=node.id, node_name=node.name,
+                ranks.append(RankRow(job_id=job.id, attempt=job.attempt, rank=i * ppn + local, node_id=node.id,
+                                     node_name=node.name,
                                      local_rank=local, port=ports[i][local], address=placement.addresses[i]))
         names = [n.name for n in placement.nodes]
         if job.backend == "ring" and len(ranks) > 1:
@@ -187,8 +195,7 @@ class Jobs:
 
     def _ports_in_use(self) -> set[tuple[str, int]]:
         with self.store.read() as s:
-            rows = s.exec(select(RankRow.address, RankRow.port).join(JobRow, JobRow.id == RankRow.job_id)
-                          .where(JobRow.status.in_(ACTIVE)))
+            rows = s.exec(select(RankRow.address, RankRow.port).where(RankRow.state != "exited"))
             return {(a, p) for a, p in rows if p is not None}
 
     def _refresh_busy(self) -> None:
@@ -202,8 +209,8 @@ class Jobs:
 
     def orders_for(self, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
         """What the agent on `node_id` must start and stop, given the ranks it says it has."""
-        have = {(r.job_id, r.rank) for r in reported}
-        running_jobs = {r.job_id for r in reported if r.state != "exited"}
+        have = {(r.job_id, r.attempt, r.rank) for r in reported}
+        running = {(r.job_id, r.attempt) for r in reported if r.state != "exited"}
         start, stop = [], []
         with self.store.read() as s:
             rows = list(s.exec(select(RankRow, JobRow).join(JobRow, JobRow.id == RankRow.job_id)
@@ -211,23 +218,26 @@ class Jobs:
                                .where((JobRow.status.in_(ACTIVE)) | (RankRow.state != "exited"))))
             jobs_here = {job.id: job for _, job in rows}
             for rank, job in rows:
-                if job.backend != "ring" or job.status not in ACTIVE:
+                if job.backend != "ring" or job.status not in ACTIVE or rank.attempt != job.attempt:
                     continue
-                if rank.state == "assigned" and (rank.job_id, rank.rank) not in have:
+                if rank.state == "assigned" and (rank.job_id, rank.attempt, rank.rank) not in have:
                     start.append(self._assignment(s, job, rank))
-            for job_id in running_jobs:
+            for job_id, attempt in sorted(running):
                 job = jobs_here.get(job_id) or s.get(JobRow, job_id)
-                if job is None or job.status in TERMINAL:
-                    stop.append(StopOrder(job_id=job_id, reason=job.status if job else "unknown job"))
+                if job is None or job.status in TERMINAL or attempt != job.attempt:
+                    why = "unknown job" if job is None else job.status if job.status in TERMINAL else "an old attempt"
+                    stop.append(StopOrder(job_id=job_id, attempt=attempt, reason=why))
         return start, stop
 
     def _assignment(self, s, job: JobRow, rank: RankRow) -> RankAssignment:
         spec = JobSpec.model_validate_json(job.spec_json)
-        all_ranks = list(s.exec(select(RankRow).where(RankRow.job_id == job.id).order_by(RankRow.rank)))
+        all_ranks = list(s.exec(select(RankRow).where(RankRow.job_id == job.id)
+                                .where(RankRow.attempt == rank.attempt).order_by(RankRow.rank)))
         slots = [hostfiles.Slot(host=r.address, address=r.address, port=r.port, rank=r.rank) for r in all_ranks]
         # One rank needs no ring: MLX hangs on a 1-entry ring file; without one init() gives size 1.
         ring = hostfiles.ring(slots) if job.world_size > 1 else None
-        return RankAssignment(job_id=job.id, rank=rank.rank, world_size=job.world_size, command=spec.command,
+        return RankAssignment(job_id=job.id, rank=rank.rank, attempt=rank.attempt, world_size=job.world_size,
+                              command=self.command_of(spec),
                               env=spec.env, backend=job.backend, hostfile=ring,
                               start_timeout_s=spec.start_timeout_s, local_rank=rank.local_rank)
 
@@ -241,7 +251,7 @@ class Jobs:
         with self.lock:
             with self.store.write() as s:
                 for out in report.output:
-                    rank = s.get(RankRow, (out.job_id, out.rank))
+                    rank = s.get(RankRow, (out.job_id, out.attempt, out.rank))
                     if rank is None or rank.node_id != node_id:
                         continue
                     if out.seq > rank.lines_stored:  # lines the agent had to drop: keep what came
@@ -254,9 +264,9 @@ class Jobs:
                         rank.lines_stored += len(fresh)
                         s.add(rank)
                         changed.add(out.job_id)
-                    acked[f"{out.job_id}/{out.rank}"] = rank.lines_stored
+                    acked[f"{out.job_id}/{out.attempt}/{out.rank}"] = rank.lines_stored
                 for st in report.ranks:
-                    rank = s.get(RankRow, (st.job_id, st.rank))
+                    rank = s.get(RankRow, (st.job_id, st.attempt, st.rank))
                     if rank is None or rank.node_id != node_id or rank.state == "exited":
                         continue
                     if STATE_ORDER[st.state] > STATE_ORDER[rank.state]:  # never move back on a stale report
@@ -269,11 +279,11 @@ class Jobs:
                         s.add(rank)
                         changed.add(st.job_id)
                 if complete:
-                    have = {(r.job_id, r.rank) for r in report.ranks}
+                    have = {(r.job_id, r.attempt, r.rank) for r in report.ranks}
                     lost = s.exec(select(RankRow).where(RankRow.node_id == node_id)
                                   .where(RankRow.state.in_(("starting", "running"))))
                     for rank in lost:
-                        if (rank.job_id, rank.rank) not in have:
+                        if (rank.job_id, rank.attempt, rank.rank) not in have:
                             rank.state, rank.exit_code, rank.ended_at = "exited", None, time.time()
                             rank.reason = "the agent no longer knows this rank (agent restarted?)"
                             s.add(rank)
@@ -304,9 +314,8 @@ class Jobs:
     # ------------------------------------------------------------------ transitions
 
     def _evaluate(self, job_id: str) -> None:
-        with self.store.read() as s:
-            job = s.get(JobRow, job_id)
-            ranks = list(s.exec(select(RankRow).where(RankRow.job_id == job_id).order_by(RankRow.rank)))
+        job = self.get_row(job_id)
+        ranks = self.ranks(job_id)
         self._refresh_busy()
         if job is None or job.status in TERMINAL:
             self.on_change(job_id)
@@ -330,20 +339,21 @@ class Jobs:
         self.on_change(job_id)
 
     def finish(self, job_id: str, status: str, *, exit_code: int | None = None, error: str | None = None) -> bool:
-        """Move a job to a terminal status (once) and stop whatever of it still runs."""
+        """Move a job to a terminal status (once) and stop whatever of it still runs; a failure
+        with restarts left goes back to pending instead, as a new attempt."""
         with self.lock:
             job = self.get_row(job_id)
             if job is None or job.status in TERMINAL:
+                return False
+            if status == "failed" and job.status in ACTIVE and job.attempt < job.max_restarts:
+                self._restart(job, error or "failed")
                 return False
             now = time.time()
             with self.store.write() as s:
                 row = s.get(JobRow, job_id)
                 row.status, row.ended_at, row.exit_code, row.error = status, now, exit_code, error
                 s.add(row)
-                # Ranks no agent ever picked up will never report; close them here.
-                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state == "assigned")):
-                    rank.state, rank.reason, rank.ended_at = "exited", "never started", now
-                    s.add(rank)
+                self._close_unstarted(s, job_id, now)
                 nodes = set(s.exec(select(RankRow.node_id).where(RankRow.job_id == job_id)))
             self.logs.note(job_id, f"{status}" + (f": {error}" if error else ""))
             self._refresh_busy()
@@ -353,6 +363,37 @@ class Jobs:
             self.on_node_orders(node_id)
         self.on_change(job_id)
         return True
+
+    @staticmethod
+    def _close_unstarted(s, job_id: str, now: float) -> None:
+        # Ranks no agent ever picked up will never report; close them here.
+        for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state == "assigned")):
+            rank.state, rank.reason, rank.ended_at = "exited", "never started", now
+            s.add(rank)
+
+    def _restart(self, job: JobRow, error: str) -> None:
+        """Record the failed attempt, stop its ranks, and queue the job again."""
+        now = time.time()
+        with self.store.write() as s:
+            row = s.get(JobRow, job.id)
+            attempts = json.loads(row.attempts_json)
+            attempts.append({"attempt": row.attempt, "nodes": json.loads(row.nodes_json), "error": error,
+                             "started_at": row.placed_at, "ended_at": now})
+            row.attempts_json = json.dumps(attempts)
+            row.attempt += 1
+            row.status, row.placed_at, row.nodes_json = "pending", None, "[]"
+            row.pending_reason = f"restarting (attempt {row.attempt + 1} of {row.max_restarts + 1}) after: {error}"
+            s.add(row)
+            self._close_unstarted(s, job.id, now)
+            nodes = set(s.exec(select(RankRow.node_id).where(RankRow.job_id == job.id)))
+        self.logs.note(job.id, f"attempt {job.attempt + 1} failed: {error}; restarting "
+                               f"({job.max_restarts - job.attempt} restart(s) left)")
+        self._refresh_busy()
+        if job.backend == "mpi" and self.on_mpi_stop:
+            self.on_mpi_stop(job)
+        for node_id in nodes:
+            self.on_node_orders(node_id)
+        self.on_change(job.id)
 
     def cancel(self, job_id: str) -> JobRow:
         job = self.get_row(job_id)
@@ -373,7 +414,7 @@ class Jobs:
                     rank.state, rank.ended_at = "exited", time.time()
                     rank.reason = f"node went down (no heartbeat for {grace_s:g} s)"
                     s.add(rank)
-                    if job.status not in TERMINAL:
+                    if job.status not in TERMINAL and rank.attempt == job.attempt:
                         hit.append((job.id, rank))
             for job_id, rank in hit:
                 self.finish(job_id, "failed", exit_code=None,
@@ -392,9 +433,7 @@ class Jobs:
                 self.finish(job.id, "failed", error=f"could not be placed within {spec.pending_timeout_s:g} s: "
                                                     f"{job.pending_reason}")
             elif job.status == "starting" and job.placed_at and now - job.placed_at > spec.start_timeout_s:
-                with self.store.read() as s:
-                    late = [r for r in s.exec(select(RankRow).where(RankRow.job_id == job.id).order_by(RankRow.rank))
-                            if r.state in ("assigned", "starting")]
+                late = [r for r in self.ranks(job.id) if r.state in ("assigned", "starting")]
                 names = ", ".join(f"rank {r.rank} on node {r.node_name}" for r in late) or "a rank"
                 self.finish(job.id, "failed", error=f"{names} did not start within {spec.start_timeout_s:g} s")
             elif job.status == "running" and spec.timeout_s and job.started_at and now - job.started_at > spec.timeout_s:
@@ -410,16 +449,20 @@ class Jobs:
                 job = s.get(JobRow, job_id)
                 job.launcher_json = json.dumps(state)
                 s.add(job)
-                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state == "assigned")):
+                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id)
+                                   .where(RankRow.attempt == job.attempt).where(RankRow.state == "assigned")):
                     rank.state, rank.started_at = "running", now
                     s.add(rank)
             self.logs.note(job_id, f"launched: {cmdline}")
             self._evaluate(job_id)
 
-    def mpi_output(self, job_id: str, by_rank: dict, offset: int) -> None:
+    def mpi_output(self, job_id: str, attempt: int, by_rank: dict, offset: int) -> None:
         from agent.rankshim import parse_marker
 
         with self.lock:
+            current = self.get_row(job_id)
+            if current is None or current.attempt != attempt:
+                return  # the tail of an attempt that was already given up on
             exits = []
             with self.store.write() as s:
                 for rank, lines in by_rank.items():
@@ -437,7 +480,7 @@ class Jobs:
                 s.add(job)
                 now = time.time()
                 for r, code in exits:
-                    rank = s.get(RankRow, (job_id, r))
+                    rank = s.get(RankRow, (job_id, job.attempt, r))
                     if rank is not None and rank.state != "exited":
                         rank.state, rank.exit_code, rank.ended_at = "exited", code, now
                         s.add(rank)
@@ -446,11 +489,12 @@ class Jobs:
             else:
                 self.on_change(job_id)
 
-    def mpi_exited(self, job_id: str, code: int | None) -> None:
+    def mpi_exited(self, job_id: str, attempt: int, code: int | None) -> None:
         with self.lock:
             now = time.time()
             with self.store.write() as s:
-                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.state != "exited")):
+                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.attempt == attempt)
+                                   .where(RankRow.state != "exited")):
                     rank.state, rank.ended_at = "exited", now
                     rank.exit_code = code if code is not None else None
                     rank.reason = ("the mpirun launcher was lost" if code is None
@@ -458,7 +502,10 @@ class Jobs:
                     s.add(rank)
             self.logs.note(job_id, f"mpirun exited with code {code}")
             job = self.get_row(job_id)
-            if job and job.status not in TERMINAL and code not in (0, None) and \
+            if job is None or job.attempt != attempt:
+                self._refresh_busy()
+                return
+            if job.status not in TERMINAL and code not in (0, None) and \
                     all(r.exit_code == 0 for r in self.ranks(job_id)):
                 self.finish(job_id, "failed", exit_code=code, error=f"mpirun exited with code {code} "
                                                                   "although every rank exited 0 (see the log)")
@@ -479,8 +526,16 @@ class Jobs:
             return s.get(JobRow, job_id)
 
     def ranks(self, job_id: str) -> list[RankRow]:
+        """The ranks of the job's current attempt."""
         with self.store.read() as s:
-            return list(s.exec(select(RankRow).where(RankRow.job_id == job_id).order_by(RankRow.rank)))
+            job = s.get(JobRow, job_id)
+            if job is None:
+                return []
+            return list(s.exec(select(RankRow).where(RankRow.job_id == job_id)
+                               .where(RankRow.attempt == job.attempt).order_by(RankRow.rank)))
+
+    def command_of(self, spec: JobSpec) -> list[str]:
+        return list(spec.command)
 
     def list_rows(self, status: str | None = None, limit: int = 200) -> list[JobRow]:
         with self.store.read() as s:
@@ -499,7 +554,10 @@ class Jobs:
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), ended_at=_utc(job.ended_at),
             exit_code=job.exit_code, error=job.error, pending_reason=job.pending_reason,
             progress=tracker.latest, loss_history=[LossPoint(step=s, loss=l) for s, l in tracker.history],
-            idempotency_key=job.idempotency_key)
+            idempotency_key=job.idempotency_key, attempt=job.attempt,
+            attempts=[AttemptOut(attempt=a["attempt"], nodes=a["nodes"], error=a["error"],
+                                 started_at=_utc(a["started_at"]), ended_at=_utc(a["ended_at"]))
+                      for a in json.loads(job.attempts_json or "[]")])
 
     def detail(self, job_id: str) -> JobDetail:
         job = self.get_row(job_id)

@@ -73,12 +73,16 @@ class JobRow(SQLModel, table=True):
     error: str | None = None
     pending_reason: str | None = None
     progress_json: str = "{}"       # shared.progress.ProgressTracker.to_dict()
+    attempt: int = 0                # restarts so far; ranks of earlier attempts are kept
+    max_restarts: int = 0
+    attempts_json: str = "[]"       # one entry per failed attempt: nodes, error, times
     launcher_json: str | None = None  # what the launcher needs to find its process again (mpi)
 
 
 class RankRow(SQLModel, table=True):
     __tablename__ = "ranks"
     job_id: str = Field(primary_key=True)
+    attempt: int = Field(default=0, primary_key=True)
     rank: int = Field(primary_key=True)
     node_id: str = Field(index=True)
     node_name: str

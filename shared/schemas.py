@@ -183,6 +183,7 @@ class HeartbeatRequest(Wire):
 
 class StopOrder(Wire):
     job_id: str
+    attempt: int | None = Field(None, description="Stop only the ranks of this attempt; null: all of the job's.")
     reason: str = ""
 
 
@@ -286,7 +287,7 @@ def validate_host(value: str) -> str:
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
 RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", "JUPITER_JOB_ID", "JUPITER_RANK",
-                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE")
+                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE", "JUPITER_ATTEMPT")
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 Backend = Literal["ring", "mpi", "jaccl"]
@@ -323,6 +324,9 @@ class JobSpec(Wire):
     pending_timeout_s: float | None = Field(None, gt=0, le=30 * 86400,
                                             description="Fail the job if it cannot be placed within this long.")
     start_timeout_s: float = Field(60, gt=0, le=3600, description="All ranks must start within this long.")
+    max_restarts: int | None = Field(None, ge=0, le=20, description=(
+        "Relaunch after a failed rank or node, on the remaining eligible nodes. Default: 2 for the "
+        "built-in trainer when cluster.yaml has auto_restart_failed_nodes, else 0."))
     idempotency_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
 
     @model_validator(mode="after")
@@ -342,6 +346,14 @@ class JobSpec(Wire):
         if self.nodes * self.processes_per_node > 4096:
             raise ValueError("nodes x processes_per_node is over 4096 ranks")
         return self
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    nodes: list[str]
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
 
 
 class LossPoint(BaseModel):
@@ -367,6 +379,8 @@ class JobOut(BaseModel):
     progress: dict = Field(default_factory=dict, description="Latest JUPITER_PROGRESS values.")
     loss_history: list[LossPoint] = Field(default_factory=list)
     idempotency_key: str | None = None
+    attempt: int = Field(0, description="0 for the first run; n after n automatic restarts.")
+    attempts: list[AttemptOut] = Field(default_factory=list, description="Earlier attempts that failed.")
 
 
 class RankOut(BaseModel):
@@ -386,6 +400,7 @@ class RankOutput(Wire):
 
     job_id: Annotated[str, StringConstraints(max_length=64)]
     rank: int = Field(..., ge=0, le=4096)
+    attempt: int = Field(0, ge=0, le=1000)
     seq: int = Field(..., ge=0, description="Number of the first line in `lines` (0-based, per rank).")
     lines: list[Annotated[str, StringConstraints(max_length=65536)]] = Field(default_factory=list, max_length=10_000)
 
@@ -401,7 +416,7 @@ class RankReport(Wire):
 
 
 class RankReportAck(Wire):
-    acked: dict[str, int] = Field(default_factory=dict, description="'job_id/rank' -> lines stored so far.")
+    acked: dict[str, int] = Field(default_factory=dict, description="'job_id/attempt/rank' -> lines stored so far.")
 
 
 class OrdersRequest(Wire):

@@ -265,3 +265,25 @@ def test_a_missing_executable_fails_the_job_clearly(cluster):
         done = wait_job(c, job.id)
         assert done.status == "failed" and "rank 0" in done.error and "code 127" in done.error
         assert "cannot start" in done.error or "cannot start" in log_of(c, job.id)
+
+
+FAIL_FIRST_ATTEMPT = ("import os, sys; a, r = os.environ['JUPITER_ATTEMPT'], os.environ['JUPITER_RANK']; "
+                      "print('attempt', a, 'rank', r); sys.exit(3 if a == '0' and r == '1' else 0)")
+
+
+@pytest.mark.parametrize("backend", ["ring", "mpi"])
+def test_max_restarts_relaunches_a_failed_job_and_shows_each_attempt(cluster, backend):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", "-c", FAIL_FIRST_ATTEMPT], "nodes": 2, "backend": backend,
+                        "max_restarts": 1})
+        done = wait_job(c, job.id)
+        assert done.status == "succeeded" and done.attempt == 1, (done.error, log_of(c, job.id))
+        [first] = done.attempts
+        assert first.attempt == 0 and "rank 1 on node a2 exited with code 3" in first.error
+        assert first.nodes == ["a1", "a2"]
+        text = log_of(c, job.id)
+        assert "attempt 1 failed" in text and "[1] attempt 1 rank 1" in text
+        # Without restarts the same job simply fails.
+        once = c.submit({"command": ["python", "-c", FAIL_FIRST_ATTEMPT], "nodes": 2, "backend": backend})
+        assert wait_job(c, once.id).status == "failed"

@@ -54,7 +54,8 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
     hostfile_path.write_text(hostfiles.render("openmpi", slots))
     distinct = {s.host for s in slots}
     env = dict(os.environ)
-    job_env = dict(spec.env, JUPITER_JOB_ID=job.id, JUPITER_WORLD_SIZE=str(job.world_size))
+    job_env = dict(spec.env, JUPITER_JOB_ID=job.id, JUPITER_WORLD_SIZE=str(job.world_size),
+                   JUPITER_ATTEMPT=str(job.attempt))
     lib = libmpi_for(mpirun)
     if lib:
         job_env["MLX_MPI_LIBNAME"] = lib
@@ -99,7 +100,7 @@ class MpiLauncher:
                         if nodes[r.node_id].thunderbolt.bridge and nodes[r.node_id].thunderbolt.bridge.up else None)
                        for r in ranks}
             pin = bridges.pop() if len(bridges) == 1 else None
-        folder = self.folder / job.id
+        folder = self.folder / job.id / str(job.attempt)
         folder.mkdir(parents=True, exist_ok=True)
         try:
             argv, env = build_argv(job, spec, ranks, hosts, python, folder / "hostfile", pin_interface=pin)
@@ -114,7 +115,7 @@ class MpiLauncher:
                                 + argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True, cwd=folder)
         out.close()
-        state = {"pid": proc.pid, "folder": str(folder), "offset": 0}
+        state = {"pid": proc.pid, "folder": str(folder), "offset": 0, "attempt": job.attempt}
         self.jobs.mpi_started(job.id, state, " ".join(argv[: argv.index("--")]))
         self._watch(job.id, state, proc)
 
@@ -152,7 +153,7 @@ class MpiLauncher:
 
     def _watch(self, job_id: str, state: dict, proc) -> None:
         t = threading.Thread(target=self._follow, args=(job_id, state, proc), name=f"mpi-{job_id}", daemon=True)
-        self._threads[job_id] = t
+        self._threads[f"{job_id}/{state.get('attempt', 0)}"] = t
         t.start()
 
     def _follow(self, job_id: str, state: dict, proc) -> None:
@@ -170,17 +171,17 @@ class MpiLauncher:
                 data = partial + chunk
                 lines = data.split(b"\n")
                 partial = lines.pop()
-                self._deliver(job_id, [ln.decode("utf-8", "replace") for ln in lines], offset - len(partial))
+                self._deliver(job_id, state, [ln.decode("utf-8", "replace") for ln in lines], offset - len(partial))
                 continue
             if done:
                 if partial:
-                    self._deliver(job_id, [partial.decode("utf-8", "replace")], offset)
+                    self._deliver(job_id, state, [partial.decode("utf-8", "replace")], offset)
                 code = _read_exit(exit_file)
-                self.jobs.mpi_exited(job_id, code)
+                self.jobs.mpi_exited(job_id, state.get("attempt", 0), code)
                 return
             time.sleep(0.05)
 
-    def _deliver(self, job_id: str, lines: list[str], offset: int) -> None:
+    def _deliver(self, job_id: str, state: dict, lines: list[str], offset: int) -> None:
         by_rank: dict[int | str, list[str]] = {}
         for line in lines:
             m = TAG_RE.match(line)
@@ -188,7 +189,7 @@ class MpiLauncher:
                 by_rank.setdefault(int(m.group(1)), []).append(m.group(2))
             elif line.strip():
                 by_rank.setdefault("mpirun", []).append(line)
-        self.jobs.mpi_output(job_id, by_rank, offset)
+        self.jobs.mpi_output(job_id, state.get("attempt", 0), by_rank, offset)
 
 
 def _alive(pid: int) -> bool:
