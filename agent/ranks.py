@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.procgroup import terminate_group
 from shared.schemas import RankAssignment, RankOutput, RankState
 
 log = logging.getLogger("jupiter.ranks")
@@ -128,21 +128,8 @@ class RankRunner:
 
     def _terminate(self, r: Rank) -> None:
         """TERM the rank's whole process group, wait a grace, then KILL what is left."""
-        if r.proc is None:
-            return
-        pgid = r.proc.pid
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 2.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(pgid, 0)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.05)
+        if r.proc is not None:
+            terminate_group(r.proc.pid, STOP_GRACE_S)
 
     def stop_all(self, reason: str = "stopped by Jupiter") -> None:
         for job_id in {r.job_id for r in self._ranks.values()}:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import signal
 import shutil
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
+from shared.procgroup import group_alive, terminate_group
 from shared.schemas import TERMINAL, JobSpec
 
 log = logging.getLogger("jupiter.mpi")
@@ -123,22 +123,7 @@ class MpiLauncher:
         state = json.loads(job.launcher_json or "null")
         if not state:
             return
-        threading.Thread(target=self._terminate, args=(state["pid"],), daemon=True).start()
-
-    @staticmethod
-    def _terminate(pid: int) -> None:
-        for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 0)):
-            try:
-                os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(pid, 0)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.1)
+        threading.Thread(target=terminate_group, args=(state["pid"], STOP_GRACE_S), daemon=True).start()
 
     # ------------------------------------------------------------------ watching
 
@@ -162,7 +147,7 @@ class MpiLauncher:
         offset, partial = state.get("offset", 0), b""
         while not self._stop.is_set():
             done = exit_file.exists() or (proc is not None and proc.poll() is not None) or \
-                (proc is None and not _alive(state["pid"]))
+                (proc is None and not group_alive(state["pid"]))
             with open(output, "rb") as f:
                 f.seek(offset)
                 chunk = f.read(1 << 20)
@@ -190,16 +175,6 @@ class MpiLauncher:
             elif line.strip():
                 by_rank.setdefault("mpirun", []).append(line)
         self.jobs.mpi_output(job_id, state.get("attempt", 0), by_rank, offset)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _read_exit(path: Path) -> int | None:
