@@ -36,7 +36,8 @@ SLOW_GBPS = 40.0
 # stays deterministic when it runs out.
 SEARCH_BUDGET = 200_000
 
-CABLE_FIX = "try another cable (use a Thunderbolt 4/5 cable, not USB-C) and connect the Macs directly, not through a hub or dock"
+CABLE_FIX = ("try another cable (use a Thunderbolt 4/5 cable, not USB-C) and connect the Macs directly, "
+             "not through a hub or dock")
 
 
 # --------------------------------------------------------------------------- the model
@@ -210,7 +211,8 @@ def _uuid_owners(nodes: Sequence[NodeOut], topo: Topology) -> dict[str, str]:
 def _pair_halves(halves: dict, topo: Topology) -> list[Link]:
     """Join what each end reports into cables; see the module docstring on pairing."""
     links = []
-    for a, b in sorted({tuple(sorted(pair, key=topo.key)) for pair in halves}, key=lambda p: (topo.key(p[0]), topo.key(p[1]))):
+    pairs = {tuple(sorted(pair, key=topo.key)) for pair in halves}
+    for a, b in sorted(pairs, key=lambda p: (topo.key(p[0]), topo.key(p[1]))):
         from_a, from_b = halves.get((a, b), []), halves.get((b, a), [])
         if min(len(from_a), len(from_b)) > 1:
             topo.notes.append(f"{topo.name(a)} and {topo.name(b)} share {min(len(from_a), len(from_b))} cables: "
@@ -300,20 +302,21 @@ def ring_order(topology: Topology, node_ids: Sequence[str]) -> list[str]:
     ids = sorted(set(node_ids), key=topology.key)
     if len(ids) <= 2:
         return ids
-    cycle = _ham_cycle(topology, ids)
+    budget = [SEARCH_BUDGET]  # one budget for the whole call, so many pieces cannot multiply it
+    cycle = _ham_cycle(topology, ids, budget)
     if cycle:
         return cycle
     adj = topology.adjacency(ids)
     pieces, left = [], set(ids)
     while left:
-        piece = _longest_path(topology, adj, left)
+        piece = _longest_path(topology, adj, left, budget)
         pieces.append(piece)
         left -= set(piece)
     pieces.sort(key=lambda p: (-len(p), topology.key(p[0])))
     return [i for p in pieces for i in p]
 
 
-def _ham_cycle(topology: Topology, ids: Sequence[str]) -> list[str] | None:
+def _ham_cycle(topology: Topology, ids: Sequence[str], budget: list[int] | None = None) -> list[str] | None:
     """A cycle through every one of `ids` (>= 3), canonical: it starts at the first by name and
     goes on to that node's first-by-name neighbour on the cycle."""
     if len(ids) < 3:
@@ -321,7 +324,7 @@ def _ham_cycle(topology: Topology, ids: Sequence[str]) -> list[str] | None:
     adj = topology.adjacency(ids)
     order = sorted(ids, key=topology.key)
     start = order[0]
-    budget = [SEARCH_BUDGET]
+    budget = budget if budget is not None else [SEARCH_BUDGET]
     path = _extend(topology, adj, [start], {start}, len(order), budget, close_to=start)
     if path is None:
         return None
@@ -330,24 +333,32 @@ def _ham_cycle(topology: Topology, ids: Sequence[str]) -> list[str] | None:
     return path
 
 
-def _longest_path(topology: Topology, adj: Mapping[str, set[str]], left: set[str]) -> list[str]:
-    """The longest simple path within `left` (within the search budget), canonical: it starts
-    at the end that sorts first. Ends (one neighbour) are tried first as starts: a path that
-    covers everything must begin at one if there is one."""
+def _longest_path(topology: Topology, adj: Mapping[str, set[str]], left: set[str], budget: list[int]) -> list[str]:
+    """The longest simple path within `left` the budget lets the search find, canonical: it
+    starts at the end that sorts first. Ends (one neighbour) are tried first as starts: a path
+    that covers everything must begin at one if there is one. Out of budget, a greedy walk."""
     sub = {i: adj[i] & left for i in left}
     starts = sorted(left, key=lambda i: (len(sub[i]) != 1, topology.key(i)))
-    best: list[str] = [starts[0]]
-    budget = [SEARCH_BUDGET]
+    best: list[str] = _greedy_path(topology, sub, starts[0])
     for s in starts:
+        if budget[0] <= 0:
+            break
         found = _extend(topology, sub, [s], {s}, len(left), budget, best=best)
         if found is not None:   # covers all of `left`
             best = found
             break
-        if budget[0] <= 0:
-            break
     if topology.key(best[-1]) < topology.key(best[0]):
         best = best[::-1]
     return list(best)
+
+
+def _greedy_path(topology: Topology, adj: Mapping[str, set[str]], start: str) -> list[str]:
+    """Walk on to the first-by-name unvisited neighbour until stuck."""
+    path, used = [start], {start}
+    while nxt := sorted(adj[path[-1]] - used, key=topology.key):
+        path.append(nxt[0])
+        used.add(nxt[0])
+    return path
 
 
 def _extend(topology, adj, path, used, goal, budget, close_to=None, best=None):
@@ -606,7 +617,7 @@ def _port(port: int | None, interface: str | None) -> str:
     return f"Thunderbolt {port}" + (f" ({interface})" if interface else "")
 
 
-def problems(topology: Topology, nodes: Sequence[NodeOut], *, backend: str = "ring",
+def problems(topology: Topology, nodes: Sequence[NodeOut], *, backend: str,
              extra: Iterable[Problem] = ()) -> list[Problem]:
     """Everything a person should fix, each with its fix: the cabling warnings of `topology`,
     then what the nodes' facts and declarations show, then `extra` (e.g. the registry's
