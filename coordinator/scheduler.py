@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coordinator import topology
 from shared.cluster_config import ClusterConfig
 from shared.schemas import JobSpec, NetInterface, NodeOut
 
@@ -89,47 +90,40 @@ def place(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConf
         if len(eligible) < spec.nodes:
             detail = f"; not eligible: {', '.join(skipped)}" if skipped else ""
             return Unplaceable(f"needs {spec.nodes} node(s), {len(eligible)} eligible of {len(views)}{detail}")
-        chosen = order_for_ring(eligible)[: spec.nodes]
+        topo = topology.build(eligible, interfaces)
+        # Take a cabled stretch of the eligible nodes, then order just those, so the ring can
+        # close over a cable between the last rank and the first where one exists.
+        chosen = order_for_ring(order_for_ring(eligible, topo)[: spec.nodes], topo)
+    topo = topology.build(chosen, interfaces)
     addresses = []
-    for n in chosen:
+    for j, n in enumerate(chosen):
         addr = rank_address(n, config, interfaces.get(n.id, []))
         if addr is None:
             return Unplaceable(f"{n.name} has no up interface {config.network_interface!r} (network_interface)")
+        bridge = n.thunderbolt.bridge
+        if config.use_thunderbolt_bridge and not config.network_interface and not (bridge and bridge.up):
+            addr = _link_address(topo, chosen[j - 1], n) or addr
         addresses.append(addr)
     return Placement(nodes=chosen, addresses=addresses)
 
 
-def order_for_ring(nodes: list[NodeOut]) -> list[NodeOut]:
-    """A stable rank order: follow Thunderbolt cables where nodes report peers, so ring neighbours
-    share a cable; otherwise by name."""
-    ordered = sorted(nodes, key=lambda n: n.name)
-    uuid_owner = {}
-    for n in ordered:
-        for u in n.thunderbolt.domain_uuids:
-            uuid_owner[u] = n.id
-    neighbours = {n.id: [] for n in ordered}
-    for n in ordered:
-        for p in n.thunderbolt.ports:
-            peer = uuid_owner.get(p.peer_uuid or "")
-            if peer and peer != n.id and peer not in neighbours[n.id]:
-                neighbours[n.id].append(peer)
-    if not any(neighbours.values()):
-        return ordered
-    by_id = {n.id: n for n in ordered}
-    out, seen = [], set()
-    # Start each chain at an end (one neighbour) if there is one, so a daisy chain is walked whole.
-    starts = sorted(ordered, key=lambda n: (len(neighbours[n.id]) != 1, n.name))
-    for start in starts:
-        if start.id in seen:
-            continue
-        cur = start
-        while cur is not None:
-            out.append(cur)
-            seen.add(cur.id)
-            nxt = next((by_id[p] for p in sorted(neighbours[cur.id], key=lambda i: by_id[i].name)
-                        if p not in seen), None)
-            cur = nxt
-    return out
+def order_for_ring(nodes: list[NodeOut], topo: topology.Topology) -> list[NodeOut]:
+    """A stable rank order in which ring neighbours share a Thunderbolt cable where the topology
+    allows it (a cabled cycle, else a cabled path); by name otherwise."""
+    by_id = {n.id: n for n in nodes}
+    return [by_id[i] for i in topology.ring_order(topo, [n.id for n in nodes])]
+
+
+def _link_address(topo: topology.Topology, left: NodeOut, node: NodeOut) -> str | None:
+    """The address `node` has on its cable from its left ring neighbour, which is where that
+    neighbour connects to it (MLX's ring: rank i connects to rank i+1)."""
+    if left.id == node.id:
+        return None
+    la = topology.link_addresses(topo, left.id, node.id)
+    if la is None:
+        return None
+    v4 = [ip for ip in la.b.ips if ":" not in ip]
+    return v4[0] if v4 else None
 
 
 def pick_ports(addresses: list[str], per_node: int, in_use: set[tuple[str, int]]) -> list[list[int]]:

@@ -89,3 +89,25 @@ def test_ports_are_unique_per_address_among_active_jobs():
     ports = pick_ports(["10.0.0.1", "10.0.0.2"], 2, in_use)
     assert ports == [[41001, 41002], [41000, 41001]]
     assert ("10.0.0.1", 41002) in in_use
+
+
+def test_fixture_clusters_place_ranks_along_cables_at_per_cable_addresses():
+    from coordinator import topology
+    from tests.test_topology import load
+
+    nodes, ifaces = load("ring4")
+    got = place(spec(nodes=4), "ring", nodes, CFG, set(), ifaces)
+    assert isinstance(got, Placement)
+    topo = topology.build(nodes, ifaces)
+    ids = [n.id for n in got.nodes]
+    for j in range(4):  # every ring neighbour pair, the closing one included, shares a cable
+        assert topo.links_between(ids[j - 1], ids[j]), (ids[j - 1], ids[j])
+    for j, addr in enumerate(got.addresses):  # rank j listens on its end of the cable from rank j-1
+        la = topology.link_addresses(topo, ids[j - 1], ids[j])
+        assert addr in la.b.ips and addr != got.nodes[j].host
+    chain, chain_ifaces = load("chain5")
+    got = place(spec(nodes=5), "ring", chain, CFG, set(), chain_ifaces)
+    names = [n.name for n in got.nodes]
+    assert names in (["Mac mini 3", "Mac mini 2", "Mac Studio", "Mac mini 1", "Main MacBook"],
+                     ["Main MacBook", "Mac mini 1", "Mac Studio", "Mac mini 2", "Mac mini 3"])
+    assert all(a.startswith("169.254.") for a in got.addresses)  # bridge0 addresses
