@@ -8,13 +8,15 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.api import cluster, jobs as jobs_api, nodes
+from coordinator.api.deps import Admin
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import Jobs
 from coordinator.launchers.mpi import MpiLauncher
+from coordinator.metrics import Metrics
 from coordinator.notify import Notifier
 from coordinator.auth import admin_token_path, join_token_path, load_keyring
 from coordinator.registry import Registry
@@ -145,6 +147,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(nodes.router)
     app.include_router(jobs_api.router)
+    metrics = Metrics(registry, jobs)
+    app.state.metrics = metrics
+
+    @app.get("/metrics", tags=["cluster"], dependencies=[Admin], response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Prometheus text format: nodes and jobs by status, heartbeat age per node, job progress
+        and loss, API request counts and latencies."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(metrics.prom), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_request: Request, exc: RequestValidationError):
@@ -160,6 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal error; see the coordinator log"}, status_code=500)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(lambda inner: metrics.middleware(inner))
     return app
 
 
