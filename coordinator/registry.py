@@ -41,23 +41,6 @@ def utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
-def declared_problems(declared: DeclaredNode | None, facts: NodeFacts | None) -> list[str]:
-    """Where what a node reports contradicts what cluster.yaml says of it."""
-    if declared is None or facts is None:
-        return []
-    out = []
-    if declared.device_type != facts.device_type:
-        out.append(f"declared device_type {declared.device_type!r} but the node reports {facts.device_type!r}")
-    if declared.memory_gb is not None and facts.memory_gb:
-        # Reported RAM is a little under the marketing figure (24 GB -> 24.0; some firmware
-        # reserves a bit), so allow 10 % before calling it a contradiction.
-        if abs(facts.memory_gb - declared.memory_gb) > 0.1 * declared.memory_gb:
-            out.append(f"declared memory_gb {declared.memory_gb:g} but the node reports {facts.memory_gb:g} GB")
-    if declared.chip and facts.chip and declared.chip.lower() not in facts.chip.lower():
-        out.append(f"declared chip {declared.chip!r} but the node reports {facts.chip!r}")
-    return out
-
-
 class Registry:
     def __init__(self, store: Store, config: ClusterConfig, *, heartbeat_interval_s: float,
                  down_after_s: float, started_at: float | None = None):
@@ -71,6 +54,7 @@ class Registry:
         self._token_index: dict[str, str] = {}  # token digest -> node id
         self._online: dict[str, bool] = {}
         self._instances: dict[str, str] = {}  # node id -> agent process instance last seen
+        self._version = 0
         self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
         self.busy_nodes: set[str] = set()  # filled by the scheduler once jobs exist
         self.sync_declared()
@@ -173,6 +157,7 @@ class Registry:
                 self._token_index.pop(old_digest, None)  # the old token stops working at once
             self._token_index[row.token_hash] = row.id
             self._online[row.id] = True
+            self._bump()
         return row, token, is_new
 
     # ------------------------------------------------------------------ heartbeat
@@ -200,6 +185,8 @@ class Registry:
                                      came_back=came_back, instance=req.instance if restarted else None):
             raise NotFound(node_id)
         self._online[node_id] = True
+        if came_back or facts_json is not None:
+            self._bump()
         if restarted:
             self._instances[node_id] = req.instance
         return came_back, restarted and bool(old)
@@ -220,6 +207,8 @@ class Registry:
         self.store.mark_down(stale, now, self.down_after_s)
         for nid in stale:
             self._online[nid] = False
+        if stale:
+            self._bump()
         return stale
 
     # ------------------------------------------------------------------ admin actions
@@ -234,6 +223,7 @@ class Registry:
                 s.add(row)
                 s.add(EventRow(node_id=node_id, kind="drained" if drained else "undrained",
                                message="no new work will be placed here" if drained else "schedulable again"))
+        self._bump()
         return row
 
     def delete(self, node_id: str) -> None:
@@ -246,6 +236,7 @@ class Registry:
                 self._token_index.pop(row.token_hash, None)
             self._online.pop(node_id, None)
             self._facts_cache.pop(node_id, None)
+            self._bump()
 
     # ------------------------------------------------------------------ views
 
@@ -261,10 +252,6 @@ class Registry:
     def view(self, row: NodeRow) -> NodeOut:
         facts = self.facts_of(row)
         declared = DeclaredNode.model_validate_json(row.declared_json) if row.declared_json else None
-        problems = list(facts.problems) if facts else []
-        if facts is None and declared is not None:
-            problems.append("declared in cluster.yaml but its agent has never registered")
-        problems += declared_problems(declared, facts)
         f = facts
         return NodeOut(
             id=row.id, name=row.name, host=row.host, status=self.status_of(row),
@@ -281,7 +268,7 @@ class Registry:
             mlx_device=f.mlx_device if f else None,
             mpi=f.mpi if f else MPIInfo(),
             thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
-            declared=declared, problems=problems,
+            declared=declared, problems=[],  # filled in by coordinator.problems.survey
             last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
             agent_version=f.agent_version if f else None, drained=row.drained,
         )
@@ -295,8 +282,24 @@ class Registry:
                 out[r.id] = f.interfaces
         return out
 
+    def facts_by_id(self) -> dict[str, NodeFacts | None]:
+        return {r.id: self.facts_of(r) for r in self.store.all_nodes()}
+
     def list_views(self) -> list[NodeOut]:
         return [self.view(r) for r in self.store.all_nodes()]
+
+    def snapshot(self) -> tuple[list[NodeOut], dict[str, NodeFacts | None]]:
+        """Views and facts from one read of the table."""
+        rows = self.store.all_nodes()
+        return [self.view(r) for r in rows], {r.id: self.facts_of(r) for r in rows}
+
+    def state_key(self) -> tuple:
+        """Changes whenever anything problems depend on changes: facts, declarations, who is
+        up, drained or busy. Heartbeats that only refresh the cheap facts leave it alone."""
+        return (self._version, frozenset(self.busy_nodes))
+
+    def _bump(self) -> None:
+        self._version += 1
 
     def detail(self, node_id: str, events: int = 50) -> NodeDetail:
         row = self.store.get_node(node_id)

@@ -248,12 +248,20 @@ class NodeDetail(NodeOut):
     facts: NodeFacts | None = None
 
 
+class ProblemOut(BaseModel):
+    node: str | None = Field(None, description="The node it concerns; null for the cluster as a whole.")
+    kind: str = Field(..., examples=["bridge_loop", "slow_link", "mpich", "never_reported"])
+    message: str
+    fix: str
+
+
 class ClusterSummary(BaseModel):
     nodes: int
     nodes_by_status: dict[str, int]
     memory_gb: float
     memory_available_gb: float
-    problems: list[str]
+    problems: list[str] = Field(..., description="Every problem as one line: 'node: message (fix: ...)'.")
+    issues: list[ProblemOut] = Field(default_factory=list, description="The same problems, structured.")
     config_path: str | None = None
     backend: str = "mpi"
 

