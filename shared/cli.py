@@ -229,52 +229,17 @@ def node_table(rows) -> Table:
 
 @app.command()
 def check(config: Path = typer.Option(Path("config/cluster.yaml"), help="cluster.yaml to validate."),
-          as_json: bool = typer.Option(False, "--json")) -> None:
-    """Validate cluster.yaml, then show the live cluster and every problem found."""
-    import httpx
+          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Validate cluster.yaml and the domains, then show the live cluster and every problem with its
+    fix. Exits non-zero when the configuration is invalid or the configured backend cannot run."""
+    from shared.check import render, run_check
 
-    from shared.cluster_config import ConfigError, load_cluster_config, unhonoured_fields
-
-    report: dict = {"config": str(config), "config_ok": False, "problems": [], "coordinator": None}
-    exit_code = 0
-    try:
-        cfg = load_cluster_config(config)
-        report["config_ok"] = True
-        report["declared_nodes"] = len(cfg.nodes)
-        report["problems"] += [f"cluster.yaml: {p}" for p in unhonoured_fields(cfg)]
-    except ConfigError as exc:
-        report["problems"].append(str(exc))
-        exit_code = 1
-    token = default_admin_token()
-    live_nodes = []
-    try:
-        with Client(default_url(), token) as c:
-            summary = c.cluster()
-            live_nodes = c.nodes()
-        report["coordinator"] = default_url()
-        report["cluster"] = summary.model_dump(mode="json")
-        report["problems"] += [p for p in summary.problems if p not in report["problems"]]
-    except httpx.TransportError:
-        report["problems"].append(f"coordinator at {default_url()} is unreachable: only static checks were made")
-    except ApiError as exc:
-        report["problems"].append(f"coordinator at {default_url()} refused: {exc}")
+    report = run_check(config, default_url(), default_admin_token())
     if as_json:
-        report["nodes"] = [n.model_dump(mode="json") for n in live_nodes]
-        print(json.dumps(report, indent=2))
-        raise typer.Exit(exit_code)
-    console.print(f"config {config}: " + ("[green]valid[/]" if report["config_ok"] else "[red]invalid[/]"))
-    if live_nodes:
-        console.print(node_table(live_nodes))
-        s = report["cluster"]
-        console.print(f"memory: {s['memory_gb']:g} GB total, {s['memory_available_gb']:g} GB available on live nodes; "
-                      + ", ".join(f"{k} {v}" for k, v in s["nodes_by_status"].items()))
-    if report["problems"]:
-        console.print("[bold]problems:[/]")
-        for p in report["problems"]:
-            console.print(f"  - {p}", highlight=False)
+        print(json.dumps(report.to_json(), indent=2))
     else:
-        console.print("[green]no problems found[/]")
-    raise typer.Exit(exit_code)
+        render(report, console)
+    raise typer.Exit(report.exit_code)
 
 
 # ---------------------------------------------------------------------------- jobs

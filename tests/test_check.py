@@ -1,0 +1,85 @@
+"""`jupiter check` as a user runs it: against a live coordinator with agents, against a broken
+fixture cluster, and with no coordinator at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.harness import REPO, wait_for
+
+FIXTURES = Path(__file__).parent / "fixtures" / "clusters"
+
+
+def jupiter_check(coord_url, token, config, *extra):
+    env = dict(os.environ, JUPITER_URL=coord_url)
+    if token:
+        env["JUPITER_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "shared.cli", "check", "--config", str(config), *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def ring_config(tmp_path):
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text("backend: ring\ncheckpoint_on_failure: false\nauto_restart_failed_nodes: false\nnodes: []\n")
+    return cfg
+
+
+def test_check_against_a_live_cluster_prints_the_tables_and_exits_0(coordinator, agents, tmp_path):
+    agents(coordinator, "c1")
+    agents(coordinator, "c2")
+    with coordinator.client() as c:
+        wait_for(lambda: sum(n.status == "ready" for n in c.nodes()) == 2, timeout=60)
+    out = jupiter_check(coordinator.url, coordinator.admin_token, ring_config(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout and "Cluster at" in out.stdout
+    for word in ("c1", "c2", "ready", "openmpi", "memory:", "domain sample: ok"):
+        assert word in out.stdout, word
+    as_json = json.loads(jupiter_check(coordinator.url, coordinator.admin_token, ring_config(tmp_path), "--json").stdout)
+    assert as_json["reachable"] and as_json["exit_code"] == 0
+    assert sorted(n["name"] for n in as_json["nodes"]) == ["c1", "c2"]
+
+
+def _register_fixture(coord, name):
+    nodes = json.loads((FIXTURES / f"{name}.json").read_text())
+    for n in nodes:
+        facts = {"machine_id": n["id"], "hostname": n["host"], "os": "macos", "os_version": n["os_version"] or "",
+                 "device_type": n["device_type"] or "mac", "chip": n["chip"] or "", "memory_gb": n["memory_gb"] or 0,
+                 "memory_available_gb": n["memory_available_gb"] or 0, "cpu_cores": n["cpu_cores"] or 0,
+                 "python_version": n["python_version"] or "", "mlx_version": n["mlx_version"],
+                 "mlx_device": n["mlx_device"], "mpi": n["mpi"], "thunderbolt": n["thunderbolt"],
+                 "interfaces": n.get("interfaces", [])}
+        r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
+                       json={"name": n["name"], "host": n["host"], "facts": facts})
+        assert r.status_code == 200, r.text
+    return nodes
+
+
+def test_check_exits_nonzero_on_a_bridge_loop_and_names_the_fix(start_coordinator, tmp_path):
+    coord = start_coordinator(config=ring_config(tmp_path), down_after=600)
+    _register_fixture(coord, "bridge-loop")
+    out = jupiter_check(coord.url, coord.admin_token, ring_config(tmp_path))
+    assert out.returncode == 1, out.stdout
+    assert "bridge" in out.stdout.lower() and "fix:" in out.stdout
+    report = json.loads(jupiter_check(coord.url, coord.admin_token, ring_config(tmp_path), "--json").stdout)
+    loop = [p for p in report["problems"] if p["kind"] == "bridge_loop"]
+    assert loop and loop[0]["blocking"]
+    topo = httpx.get(coord.url + "/topology", headers={"Authorization": f"Bearer {coord.admin_token}"}).json()
+    assert any(c["kind"] in ("ring", "mesh") for c in topo["components"])
+    dot = httpx.get(coord.url + "/topology?format=dot", headers={"Authorization": f"Bearer {coord.admin_token}"})
+    assert dot.text.startswith('graph "jupiter"') and "--" in dot.text
+
+
+def test_check_without_a_coordinator_still_validates_the_config(tmp_path):
+    out = jupiter_check("http://127.0.0.1:9", None, ring_config(tmp_path))
+    assert out.returncode == 0
+    assert "unreachable" in out.stdout and "only static checks" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  - {host: a.local, name: A, device_type: tpu, role: trainer}\n")
+    out = jupiter_check("http://127.0.0.1:9", None, bad)
+    assert out.returncode == 1 and "field device_type" in out.stdout
