@@ -6,6 +6,8 @@ all), so each rank runs behind this shim, which prints
     JUPITER_RANK_EXIT {"rank": 1, "code": 3}
 
 when its command ends (negative code: killed by that signal), and exits with the same status.
+It also prints `JUPITER_RANK_START {"rank": 1}` first, so the coordinator knows the rank really
+started on its host (mpirun may still fail to reach another one).
 
     python -m agent.rankshim -- CMD ARGS...
 """
@@ -19,6 +21,7 @@ import subprocess
 import sys
 
 MARKER = "JUPITER_RANK_EXIT "
+START_MARKER = "JUPITER_RANK_START "
 
 
 def rank_from_env() -> int:
@@ -34,6 +37,7 @@ def main(argv: list[str]) -> int:
         return 2
     rank = rank_from_env()
     os.environ["JUPITER_RANK"] = str(rank)
+    print(START_MARKER + json.dumps({"rank": rank}), flush=True)
     try:
         child = subprocess.Popen(argv[1:])
     except OSError as exc:
@@ -55,11 +59,22 @@ def main(argv: list[str]) -> int:
 
 
 def parse_marker(line: str) -> tuple[int, int] | None:
+    """(rank, exit code) from an exit marker line, else None."""
     if not line.startswith(MARKER):
         return None
     try:
         d = json.loads(line[len(MARKER):])
         return int(d["rank"]), int(d["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def parse_start(line: str) -> int | None:
+    """The rank from a start marker line, else None."""
+    if not line.startswith(START_MARKER):
+        return None
+    try:
+        return int(json.loads(line[len(START_MARKER):])["rank"])
     except (ValueError, KeyError, TypeError):
         return None
 

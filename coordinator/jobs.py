@@ -89,6 +89,7 @@ class Jobs:
         self.default_backend = default_backend
         self.lock = threading.RLock()
         self._trackers: dict[str, ProgressTracker] = {}
+        self._mpirun_lines: dict[str, list[str]] = {}  # recent untagged mpirun output, per job
         self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a long-poll
         self.on_mpi_place: Callable[[JobRow, list[RankRow]], None] | None = None
         self.on_mpi_stop: Callable[[JobRow], None] | None = None
@@ -442,7 +443,7 @@ class Jobs:
     # ------------------------------------------------------------------ the mpi launcher's reports
 
     def mpi_started(self, job_id: str, state: dict, cmdline: str) -> None:
-        """mpirun is up; from here Open MPI owns the ranks, so they count as running."""
+        """mpirun is up; each rank counts as running once its shim says it started on its host."""
         with self.lock:
             now = time.time()
             with self.store.write() as s:
@@ -451,26 +452,35 @@ class Jobs:
                 s.add(job)
                 for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id)
                                    .where(RankRow.attempt == job.attempt).where(RankRow.state == "assigned")):
-                    rank.state, rank.started_at = "running", now
+                    rank.state, rank.started_at = "starting", now
                     s.add(rank)
+            self._mpirun_lines[job_id] = []
             self.logs.note(job_id, f"launched: {cmdline}")
-            self._evaluate(job_id)
+            self.on_change(job_id)
 
     def mpi_output(self, job_id: str, attempt: int, by_rank: dict, offset: int) -> None:
-        from agent.rankshim import parse_marker
+        from agent.rankshim import parse_marker, parse_start
 
         with self.lock:
             current = self.get_row(job_id)
             if current is None or current.attempt != attempt:
                 return  # the tail of an attempt that was already given up on
-            exits = []
+            exits, starts = [], []
             with self.store.write() as s:
                 for rank, lines in by_rank.items():
                     keep = []
                     for line in lines:
-                        marker = parse_marker(line)
-                        (exits.append(marker) if marker else keep.append(line))
+                        marker, started = parse_marker(line), parse_start(line)
+                        if marker:
+                            exits.append(marker)
+                        elif started is not None:
+                            starts.append(started)
+                        else:
+                            keep.append(line)
                     self.logs.append(job_id, rank, keep)
+                    if rank == "mpirun":
+                        self._mpirun_lines.setdefault(job_id, []).extend(keep)
+                        del self._mpirun_lines[job_id][:-200]
                     if isinstance(rank, int) and keep:
                         self._track(s, job_id, rank, keep)
                 job = s.get(JobRow, job_id)
@@ -479,12 +489,17 @@ class Jobs:
                 job.launcher_json = json.dumps(state)
                 s.add(job)
                 now = time.time()
+                for r in starts:
+                    rank = s.get(RankRow, (job_id, job.attempt, r))
+                    if rank is not None and rank.state in ("assigned", "starting"):
+                        rank.state = "running"
+                        s.add(rank)
                 for r, code in exits:
                     rank = s.get(RankRow, (job_id, job.attempt, r))
                     if rank is not None and rank.state != "exited":
                         rank.state, rank.exit_code, rank.ended_at = "exited", code, now
                         s.add(rank)
-            if exits:
+            if exits or starts:
                 self._evaluate(job_id)
             else:
                 self.on_change(job_id)
@@ -492,13 +507,24 @@ class Jobs:
     def mpi_exited(self, job_id: str, attempt: int, code: int | None) -> None:
         with self.lock:
             now = time.time()
+            unreachable = self._unreachable_host(job_id, attempt) if code else None
             with self.store.write() as s:
-                for rank in s.exec(select(RankRow).where(RankRow.job_id == job_id).where(RankRow.attempt == attempt)
-                                   .where(RankRow.state != "exited")):
-                    rank.state, rank.ended_at = "exited", now
-                    rank.exit_code = code if code is not None else None
-                    rank.reason = ("the mpirun launcher was lost" if code is None
-                                   else f"mpirun exited with code {code} before this rank reported")
+                left = list(s.exec(select(RankRow).where(RankRow.job_id == job_id)
+                                   .where(RankRow.attempt == attempt).where(RankRow.state != "exited")))
+                # The rank on the host mpirun could not reach goes first: that is the cause.
+                left.sort(key=lambda r: (unreachable is None or r.node_id != unreachable[0], r.rank))
+                for i, rank in enumerate(left):
+                    never_started = rank.state in ("assigned", "starting")
+                    rank.ended_at = now + i * 1e-6
+                    rank.state, rank.exit_code = "exited", code
+                    if code is None:
+                        rank.reason = "the mpirun launcher was lost"
+                    elif unreachable and rank.node_id == unreachable[0]:
+                        rank.reason = f"mpirun could not start it on {unreachable[1]}: {unreachable[2]}"
+                    elif never_started:
+                        rank.reason = f"mpirun exited with code {code} before this rank started"
+                    else:
+                        rank.reason = f"mpirun exited with code {code} before this rank reported"
                     s.add(rank)
             self.logs.note(job_id, f"mpirun exited with code {code}")
             job = self.get_row(job_id)
@@ -511,6 +537,21 @@ class Jobs:
                                                                   "although every rank exited 0 (see the log)")
                 return
             self._evaluate(job_id)
+
+    def _unreachable_host(self, job_id: str, attempt: int) -> tuple[str, str, str] | None:
+        """(node id, host, mpirun's line) when mpirun's output names a host it could not reach."""
+        import re
+
+        for line in self._mpirun_lines.get(job_id, []):
+            m = re.search(r"(?:connect to host|Remote host:?|unable to reach|host)\s+([A-Za-z0-9][\w.:-]*)", line)
+            if not m:
+                continue
+            host = m.group(1).rstrip(".:")
+            for rank in self.ranks(job_id):
+                node = next((n for n in self.registry.list_views() if n.id == rank.node_id), None)
+                if rank.attempt == attempt and (rank.address == host or (node and node.host == host)):
+                    return rank.node_id, host, line.strip()
+        return None
 
     # ------------------------------------------------------------------ reads
 

@@ -111,3 +111,13 @@ def test_fixture_clusters_place_ranks_along_cables_at_per_cable_addresses():
     assert names in (["Mac mini 3", "Mac mini 2", "Mac Studio", "Mac mini 1", "Main MacBook"],
                      ["Main MacBook", "Mac mini 1", "Mac Studio", "Mac mini 2", "Mac mini 3"])
     assert all(a.startswith("169.254.") for a in got.addresses)  # bridge0 addresses
+
+
+def test_mpi_ssh_config_carries_cluster_yaml_ssh_user_and_port(tmp_path):
+    from coordinator.launchers.mpi import ssh_config
+
+    assert ssh_config({"n-a": ("a.local", None, 22)}, tmp_path / "c1") is None
+    path = ssh_config({"n-a": ("a.local", "admin", 2222), "n-b": ("b.local", None, 22)}, tmp_path / "c2")
+    text = path.read_text()
+    assert "Host a.local\n  User admin\n  Port 2222\n" in text and "b.local" not in text
+    assert text.rstrip().endswith(".ssh/config")

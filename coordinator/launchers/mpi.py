@@ -43,8 +43,28 @@ def libmpi_for(mpirun: str) -> str | None:
     return None
 
 
+def ssh_config(declared: dict[str, tuple[str, str | None, int]], path: Path) -> Path | None:
+    """An ssh config giving mpirun cluster.yaml's ssh_user / ssh_port per host, falling back to
+    the user's own ~/.ssh/config for everything else. None when every node uses the defaults."""
+    entries = [(host, user, port) for host, user, port in declared.values() if user or port != 22]
+    if not entries:
+        return None
+    lines = ["# Written by Jupiter for one mpirun: cluster.yaml's ssh_user / ssh_port."]
+    for host, user, port in entries:
+        lines.append(f"Host {host}")
+        if user:
+            lines.append(f"  User {user}")
+        if port != 22:
+            lines.append(f"  Port {port}")
+    lines.append("Host *")
+    lines.append(f"  Include {Path.home() / '.ssh' / 'config'}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str, str], python: str,
-               hostfile_path: Path, *, pin_interface: str | None) -> tuple[list[str], dict[str, str]]:
+               hostfile_path: Path, *, pin_interface: str | None,
+               declared: dict[str, tuple[str, str | None, int]] | None = None) -> tuple[list[str], dict[str, str]]:
     """mpirun's argv and the environment it runs with."""
     mpirun = find_mpirun()
     if mpirun is None:
@@ -59,6 +79,10 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
     lib = libmpi_for(mpirun)
     if lib:
         job_env["MLX_MPI_LIBNAME"] = lib
+    cfg = ssh_config({nid: d for nid, d in (declared or {}).items() if nid in {r.node_id for r in ranks}},
+                     hostfile_path.with_name("ssh_config"))
+    if cfg is not None and "PRTE_MCA_plm_ssh_agent" not in env:
+        env["PRTE_MCA_plm_ssh_agent"] = f"ssh -F {cfg}"  # Open MPI 5 (PRRTE) reads its ssh command here
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Open MPI 5 refuses root without both; test boxes and some NVIDIA nodes run as root.
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -103,7 +127,10 @@ class MpiLauncher:
         folder = self.folder / job.id / str(job.attempt)
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            argv, env = build_argv(job, spec, ranks, hosts, python, folder / "hostfile", pin_interface=pin)
+            declared = {nid: (n.host, n.declared.ssh_user, n.declared.ssh_port)
+                        for nid, n in nodes.items() if n.declared is not None}
+            argv, env = build_argv(job, spec, ranks, hosts, python, folder / "hostfile", pin_interface=pin,
+                                   declared=declared)
         except (RuntimeError, ValueError) as exc:
             self.jobs.finish(job.id, "failed", error=f"mpirun could not be started: {exc}")
             return
