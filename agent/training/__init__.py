@@ -1,0 +1,30 @@
+"""The built-in trainer (runs as every rank: `python -m agent.training --domain D ...`).
+
+In-process API::
+
+    from agent.training import TrainConfig, train
+    result = train(TrainConfig(domain="sample", preset="micro", steps=50))
+    result.final_loss, result.checkpoint, result.losses
+
+`agent.training.presets` (no MLX import) has the presets, exact parameter counts and
+`model_info(preset, batch, seq, dtype)` for `jupiter model-info`. The heavy modules are imported
+lazily so that importing the presets stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TrainConfig", "TrainResult", "train", "model_info", "PRESETS"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("TrainConfig", "TrainResult", "train"):
+        from agent.training import trainer
+
+        return getattr(trainer, name)
+    if name in ("model_info", "PRESETS"):
+        from agent.training import presets
+
+        return getattr(presets, name)
+    raise AttributeError(name)

@@ -1,0 +1,5 @@
+import sys
+
+from agent.training.cli import main
+
+sys.exit(main())
