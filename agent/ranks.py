@@ -8,9 +8,11 @@ a wrapper's guess (mlx.launch, for one, always exits 0).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -40,8 +42,29 @@ class Rank:
     lines: list[str] = field(default_factory=list)   # not yet acknowledged
     first_seq: int = 0                               # number of lines[0]
     stopping: bool = False
+    stop_grace_s: float = STOP_GRACE_S
     stop_reason: str = "stopped by Jupiter"
     ended_at: float | None = None
+
+
+def port_problem(a: RankAssignment) -> str | None:
+    """Why this rank could not listen where the ring hostfile says, or None. MLX binds with
+    SO_REUSEPORT, so a port someone else holds would silently pair our rank with theirs; a plain
+    bind (without it) refuses instead, and so does an address that is not on this node."""
+    if a.backend != "ring" or not a.hostfile or a.rank >= len(a.hostfile):
+        return None
+    for entry in a.hostfile[a.rank]:
+        host, _, port = entry.rpartition(":")
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"cannot start: port {port} on {host} is already in use by another program"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"cannot start: address {host} is not on this node (check its --host / network_interface)"
+            return f"cannot start: cannot listen on {entry}: {exc.strerror}"
+    return None
 
 
 class RankRunner:
@@ -60,8 +83,12 @@ class RankRunner:
         with self._lock:
             if key in self._ranks:
                 return  # orders repeat until our report arrives; start each rank once
-            r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt)
+            r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
         folder = self.state_dir / "jobs" / a.job_id / str(a.attempt)
+        problem = port_problem(a)
+        if problem:
+            self._exited(r, 98, problem)
+            return
         try:
             folder.mkdir(parents=True, exist_ok=True)
             env = self._env(a, folder)
@@ -110,7 +137,7 @@ class RankRunner:
         with self._lock:
             r.state, r.exit_code, r.ended_at = "exited", code, time.time()
             r.reason = reason
-            if reason and code == 127:
+            if reason and code in (98, 127):
                 r.lines.append(reason)
         log.info("rank %d of %s exited with %s", r.rank, r.job_id, code)
         self.changed.set()
@@ -129,7 +156,7 @@ class RankRunner:
     def _terminate(self, r: Rank) -> None:
         """TERM the rank's whole process group, wait a grace, then KILL what is left."""
         if r.proc is not None:
-            terminate_group(r.proc.pid, STOP_GRACE_S)
+            terminate_group(r.proc.pid, r.stop_grace_s)
 
     def stop_all(self, reason: str = "stopped by Jupiter") -> None:
         for job_id in {r.job_id for r in self._ranks.values()}:
@@ -146,10 +173,18 @@ class RankRunner:
     # ------------------------------------------------------------------ reporting
 
     def states(self) -> list[RankState]:
+        """Every rank's state. A rank whose last lines are not yet acknowledged still shows as
+        running: the coordinator must have all of a rank's output before it learns the rank
+        ended, or a job could be `succeeded` before its log is complete."""
         with self._lock:
-            return [RankState(job_id=r.job_id, rank=r.rank, attempt=r.attempt, state=r.state,
-                              pid=r.proc.pid if r.proc else None, exit_code=r.exit_code, reason=r.reason)
-                    for r in self._ranks.values()]
+            out = []
+            for r in self._ranks.values():
+                done = r.state == "exited" and not r.lines
+                out.append(RankState(job_id=r.job_id, rank=r.rank, attempt=r.attempt,
+                                     state=r.state if (done or r.state != "exited") else "running",
+                                     pid=r.proc.pid if r.proc else None,
+                                     exit_code=r.exit_code if done else None, reason=r.reason if done else None))
+            return out
 
     def output(self) -> list[RankOutput]:
         with self._lock:
@@ -167,6 +202,8 @@ class RankRunner:
                 drop = min(stored - r.first_seq, len(r.lines))
                 del r.lines[:drop]
                 r.first_seq += drop
+                if r.state == "exited" and not r.lines:
+                    self.changed.set()  # its exit can be told now: report again at once
 
     def pending(self) -> bool:
         with self._lock:

@@ -1,9 +1,10 @@
 """`make run`: the whole system on this one machine, start to clean shutdown.
 
 Starts a coordinator on a free loopback port and two local agents, waits for both to report
-`ready`, shows the cluster as `jupiter nodes` and `jupiter check` would, runs a 2-rank MLX job
-whose ranks really all-reduce (through `jupiter submit`, as a user would), then stops everything it
-started and checks that each process exited cleanly.
+`ready`, shows the cluster as `jupiter nodes` and `jupiter check` would, trains the built-in model
+on the `sample` domain on two ranks to the end (`jupiter start`, as a user would: progress bar,
+final loss, checkpoint path), then stops everything it started and checks that each process
+exited cleanly. `JUPITER_DEMO_PRESET` / `JUPITER_DEMO_STEPS` make it smaller or larger.
 """
 
 from __future__ import annotations
@@ -24,18 +25,6 @@ from shared.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console()
-
-# Rank r contributes [1, 2, 3, 4] * (r + 1); on 2 ranks both must print [3, 6, 9, 12].
-ALLSUM = (
-    "import mlx.core as mx\n"
-    "from shared.progress import report\n"
-    "g = mx.distributed.init(backend='ring', strict=True)\n"
-    "x = mx.distributed.all_sum((mx.arange(4) + 1) * (g.rank() + 1), group=g)\n"
-    "mx.eval(x)\n"
-    "report(step=1, total_steps=1, loss=0.0)\n"
-    "print(f'rank {g.rank()} of {g.size()}: all_sum = {x.tolist()}', flush=True)\n"
-)
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -64,8 +53,8 @@ def main() -> int:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     config = home / "cluster.yaml"
-    config.write_text("backend: ring\nuse_thunderbolt_bridge: true\ncheckpoint_on_failure: false\n"
-                      "auto_restart_failed_nodes: false\nnodes: []\n")
+    config.write_text("backend: ring\nuse_thunderbolt_bridge: true\nsync_every_n_steps: 1\n"
+                      "checkpoint_on_failure: true\nauto_restart_failed_nodes: true\nnodes: []\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPITER_")}
     env.update(JUPITER_HOME=str(home), JUPITER_URL=url, PYTHONUNBUFFERED="1")
     jupiter = [sys.executable, "-m", "shared.cli"]
@@ -96,9 +85,11 @@ def main() -> int:
         client = Client(url, env["JUPITER_TOKEN"])
         with console.status("waiting for both agents to report ready"):
             _wait(lambda: sum(n.status == "ready" for n in client.nodes()) == 2, 90, coord, logs)
-        for cmd in (["nodes"], ["check", "--config", str(config)],
-                    ["submit", "--name", "allsum", "--nodes", "2", "--backend", "ring", "--", "python", "-c", ALLSUM],
-                    ["jobs"]):
+        train = ["start", "--domain", "sample", "--nodes", "2", "--backend", "ring", "--epochs", "1",
+                 "--preset", os.environ.get("JUPITER_DEMO_PRESET", "tiny")]
+        if os.environ.get("JUPITER_DEMO_STEPS"):
+            train += ["--steps", os.environ["JUPITER_DEMO_STEPS"]]
+        for cmd in (["nodes"], ["check", "--config", str(config)], train, ["jobs"]):
             console.rule(f"jupiter {' '.join(cmd[:1])}")
             res = subprocess.run(jupiter + cmd, cwd=REPO, env=env)
             ok &= res.returncode == 0

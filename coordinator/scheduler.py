@@ -6,6 +6,7 @@ agents fingerprint (facts), the coordinator decides here.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from coordinator import topology
@@ -61,9 +62,19 @@ def _why_not(node: NodeOut, spec: JobSpec, backend: str) -> str | None:
     return None
 
 
+def _rotate_to(nodes: list[NodeOut], node_id: str | None) -> list[NodeOut]:
+    """The same ring starting at `node_id` (rotation keeps every neighbour pair)."""
+    ids = [n.id for n in nodes]
+    if node_id not in ids:
+        return nodes
+    i = ids.index(node_id)
+    return nodes[i:] + nodes[:i]
+
+
 def place(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConfig, busy: set[str],
-          interfaces: dict[str, list[NetInterface]]) -> Placement | Unplaceable:
-    """Choose `spec.nodes` eligible nodes, or say why the job must wait."""
+          interfaces: dict[str, list[NetInterface]], prefer_rank0: str | None = None) -> Placement | Unplaceable:
+    """Choose `spec.nodes` eligible nodes, or say why the job must wait. `prefer_rank0` keeps a
+    restarted trainer's rank 0 where its checkpoints are, when that node is still eligible."""
     views = []
     for n in nodes:
         if n.id in busy and n.status == "ready":
@@ -93,7 +104,8 @@ def place(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConf
         topo = topology.build(eligible, interfaces)
         # Take a cabled stretch of the eligible nodes, then order just those, so the ring can
         # close over a cable between the last rank and the first where one exists.
-        chosen = order_for_ring(order_for_ring(eligible, topo)[: spec.nodes], topo)
+        stretch = _rotate_to(order_for_ring(eligible, topo), prefer_rank0)[: spec.nodes]
+        chosen = _rotate_to(order_for_ring(stretch, topo), prefer_rank0)
     topo = topology.build(chosen, interfaces)
     addresses = []
     for j, n in enumerate(chosen):
@@ -126,17 +138,24 @@ def _link_address(topo: topology.Topology, left: NodeOut, node: NodeOut) -> str 
     return v4[0] if v4 else None
 
 
-def pick_ports(addresses: list[str], per_node: int, in_use: set[tuple[str, int]]) -> list[list[int]]:
-    """One port per rank, unused on its address by any active job."""
+def pick_ports(addresses: list[str], per_node: int, in_use: set[tuple[str, int]],
+               rng: random.Random | None = None) -> list[list[int]]:
+    """One port per rank, unused on its address by any active job of ours. Each job starts at a
+    random point of the range: MLX binds with SO_REUSEPORT, so two coordinators (or anything
+    else) handing out the same fixed ports on one machine would pair up strangers' ranks."""
+    rng = rng or random.Random()
+    span = PORT_LIMIT - PORT_BASE
+    start = rng.randrange(span)
     out = []
     for addr in addresses:
-        ports, p = [], PORT_BASE
+        ports, k = [], 0
         while len(ports) < per_node:
+            if k >= span:
+                raise RuntimeError(f"no free rank port left on {addr}")
+            p = PORT_BASE + (start + k) % span
             if (addr, p) not in in_use:
                 ports.append(p)
                 in_use.add((addr, p))
-            p += 1
-            if p > PORT_LIMIT:
-                raise RuntimeError(f"no free rank port left on {addr}")
+            k += 1
         out.append(ports)
     return out

@@ -165,6 +165,8 @@ class RankAssignment(Wire):
     backend: str = "ring"
     hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (SPEC §8 `ring`).")
     start_timeout_s: float = 60.0
+    stop_grace_s: float = Field(5.0, description="Seconds between TERM and KILL when stopping (a trainer "
+                                                 "saves its checkpoint in between).")
 
 
 class HeartbeatRequest(Wire):
@@ -318,7 +320,9 @@ class JobSpec(Wire):
     domain: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
         None, description="Built-in trainer on config/domains/<domain>.yaml instead of a command.")
     epochs: int | None = Field(None, ge=1, le=10_000)
-    preset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    preset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = Field(
+        None, description="Model size for the built-in trainer: micro, tiny, small, base, 1b.")
+    steps: int | None = Field(None, ge=1, le=10_000_000, description="Built-in trainer: stop after this many steps.")
     nodes: int = Field(1, ge=1, le=256, description="How many nodes to place the job on.")
     node_names: list[NodeName] | None = Field(None, max_length=256,
                                               description="Exactly these nodes, in this rank order.")
@@ -341,6 +345,8 @@ class JobSpec(Wire):
     def _consistent(self) -> "JobSpec":
         if (self.command is None) == (self.domain is None):
             raise ValueError("give exactly one of command (an argv list) or domain (the built-in trainer)")
+        if self.command is not None and (self.epochs or self.preset or self.steps):
+            raise ValueError("epochs, preset and steps are for the built-in trainer (domain), not a command")
         bad = sorted(k for k in self.env if k in RESERVED_ENV)
         if bad:
             raise ValueError(f"env: {', '.join(bad)} is set by Jupiter for every rank and cannot be overridden")

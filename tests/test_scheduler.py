@@ -85,10 +85,19 @@ def test_rank_addresses_prefer_the_bridge_or_a_forced_interface():
 
 
 def test_ports_are_unique_per_address_among_active_jobs():
+    import random
+
+    class Fixed(random.Random):
+        def randrange(self, n):
+            return 0
+
     in_use = {("10.0.0.1", 41000)}
-    ports = pick_ports(["10.0.0.1", "10.0.0.2"], 2, in_use)
+    ports = pick_ports(["10.0.0.1", "10.0.0.2"], 2, in_use, rng=Fixed())
     assert ports == [[41001, 41002], [41000, 41001]]
     assert ("10.0.0.1", 41002) in in_use
+    # Jobs start at a random point of the range, so two coordinators rarely collide.
+    starts = {pick_ports(["10.0.0.9"], 1, set())[0][0] for _ in range(20)}
+    assert len(starts) > 10 and all(41000 <= p < 60000 for p in starts)
 
 
 def test_fixture_clusters_place_ranks_along_cables_at_per_cable_addresses():
@@ -121,3 +130,11 @@ def test_mpi_ssh_config_carries_cluster_yaml_ssh_user_and_port(tmp_path):
     text = path.read_text()
     assert "Host a.local\n  User admin\n  Port 2222\n" in text and "b.local" not in text
     assert text.rstrip().endswith(".ssh/config")
+
+
+def test_a_restart_keeps_rank_0_where_the_checkpoints_are():
+    nodes = [node("a"), node("b"), node("c")]
+    got = place(spec(nodes=2), "ring", nodes, CFG, set(), {}, prefer_rank0="n-c")
+    assert got.nodes[0].name == "c" and len(got.nodes) == 2
+    got = place(spec(nodes=2), "ring", nodes, CFG, {"n-c"}, {}, prefer_rank0="n-c")  # c busy: elsewhere
+    assert [n.name for n in got.nodes] == ["a", "b"]

@@ -96,7 +96,7 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
     env.update(job_env)
     for key in sorted(job_env):
         argv += ["-x", key]
-    command = list(spec.command)
+    command = list(json.loads(job.command_json))
     if command[0] in ("python", "python3"):
         command[0] = python
     argv += ["--", python, "-m", "agent.rankshim", "--"] + command
