@@ -57,6 +57,8 @@ def port_problem(a: RankAssignment) -> str | None:
         host, _, port = entry.rpartition(":")
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As MLX does: a closed connection's TIME_WAIT must not count as "in use".
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((host, int(port)))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

@@ -234,8 +234,7 @@ class Jobs:
             for rank, job in rows:
                 if job.backend != "ring" or job.status not in ACTIVE or rank.attempt != job.attempt:
                     continue
-                if rank.state == "assigned" and (rank.job_id, rank.attempt, rank.rank) not in have \
-                        and (rank.rank == 0 or self._rank0_started(s, job)):
+                if rank.state == "assigned" and (rank.job_id, rank.attempt, rank.rank) not in have:
                     start.append(self._assignment(s, job, rank))
             for job_id, attempt in sorted(running):
                 job = jobs_here.get(job_id) or s.get(JobRow, job_id)
@@ -243,14 +242,6 @@ class Jobs:
                     why = "unknown job" if job is None else job.status if job.status in TERMINAL else "an old attempt"
                     stop.append(StopOrder(job_id=job_id, attempt=attempt, reason=why))
         return start, stop
-
-    @staticmethod
-    def _rank0_started(s, job: JobRow) -> bool:
-        """MLX's ring: the last rank connects to rank 0, and a connect that finds nobody listening
-        sleeps a whole second before it retries, which hit about half of all starts. Starting
-        rank 0 a moment before the others (one report's round trip) avoids that."""
-        r0 = s.get(RankRow, (job.id, job.attempt, 0))
-        return r0 is not None and r0.state in ("running", "exited")
 
     def _assignment(self, s, job: JobRow, rank: RankRow) -> RankAssignment:
         spec = JobSpec.model_validate_json(job.spec_json)
@@ -356,9 +347,6 @@ class Jobs:
         if ranks and all(r.state == "exited" for r in ranks):
             self.finish(job_id, "succeeded", exit_code=0)
             return
-        if job.status == "starting" and job.backend == "ring":
-            for node_id in {r.node_id for r in ranks if r.state == "assigned"}:
-                self.on_node_orders(node_id)  # rank 0 may be up now: the rest can start
         if job.status == "starting" and ranks and all(r.state in ("running", "exited") for r in ranks):
             self._update(job_id, status="running", started_at=time.time())
             self.logs.note(job_id, "all ranks running")

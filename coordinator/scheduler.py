@@ -13,8 +13,10 @@ from coordinator import topology
 from shared.cluster_config import ClusterConfig
 from shared.schemas import JobSpec, NetInterface, NodeOut
 
-PORT_BASE = 41000
-PORT_LIMIT = 60000
+# Below the ephemeral ranges (Linux 32768-60999, macOS 49152-65535): an outgoing connection's
+# local port can never be the one a rank is told to listen on.
+PORT_BASE = 20000
+PORT_LIMIT = 32000
 
 
 @dataclass(frozen=True)

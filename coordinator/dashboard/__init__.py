@@ -1,0 +1,1 @@
+"""The dashboard: one static page (HTML, JS, CSS, no build step) served at `GET /`."""
