@@ -148,3 +148,63 @@ def render(report: CheckReport, console: Console) -> None:
             console.print(f" {mark} {who}{p['message']}\n     fix: {p['fix']}", highlight=False, soft_wrap=True)
     else:
         console.print("[green]no problems found[/]")
+
+
+# ---------------------------------------------------------------------------- --links
+
+
+def _negotiated(topology: dict | None, a: str, b: str) -> float | None:
+    speeds = [ln["speed_gbps"] for ln in (topology or {}).get("links", [])
+              if {ln["a"], ln["b"]} == {a, b} and ln.get("speed_gbps")]
+    return max(speeds) if speeds else None
+
+
+def run_links(c: Client, report: CheckReport, *, mpi: bool, mbytes: int = 64, timeout_s: float = 300) -> list[dict]:
+    """A short job across every ready node measuring each ring neighbour pair. Returns one row
+    per link: from, to, latency_us, gbps, negotiated_gbps, verdict."""
+    import time
+
+    from agent.linkprobe import parse
+
+    ready = [n.name for n in report.nodes if n.status == "ready"]
+    if len(ready) < 2:
+        raise RuntimeError(f"--links needs at least 2 ready nodes, {len(ready)} ready")
+    cmd = ["python", "-m", "agent.linkprobe", "--mbytes", str(mbytes)] + (["--mpi"] if mpi else [])
+    job = c.submit({"name": "check-links", "command": cmd, "node_names": ready,
+                    "backend": "mpi" if mpi else "ring", "timeout_s": timeout_s, "start_timeout_s": 60})
+    deadline = time.monotonic() + timeout_s + 60
+    while (done := c.job(job.id)).status not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() > deadline:
+            c.cancel(job.id)
+            raise RuntimeError(f"link probe {job.id} did not finish in time")
+        time.sleep(0.3)
+    if done.status != "succeeded":
+        raise RuntimeError(f"link probe {job.id} {done.status}: {done.error}")
+    text, _ = c.logs(job.id)
+    rows = []
+    for line in text.splitlines():
+        rec = parse(line)
+        if rec is None:
+            continue
+        a, b = done.nodes[rec["rank"]], done.nodes[rec["to"]]
+        neg = _negotiated(report.topology, a, b)
+        verdict = "ok"
+        if neg and rec["gbps"] < 0.25 * neg:
+            verdict = f"only {rec['gbps'] / neg:.0%} of the negotiated {neg:g} Gb/s"
+        if rec["gbps"] < 1.5 and (neg or 0) >= 10:
+            verdict = "at Ethernet speed: traffic is not using the Thunderbolt link"
+        rows.append({"from": a, "to": b, "latency_us": rec["latency_us"], "gbps": rec["gbps"],
+                     "negotiated_gbps": neg, "verdict": verdict})
+    return sorted(rows, key=lambda r: (r["from"], r["to"]))
+
+
+def render_links(rows: list[dict], console: Console) -> None:
+    t = Table(title="Links measured (ring neighbours)", title_justify="left")
+    for col in ("from", "to", "latency", "measured", "negotiated", "verdict"):
+        t.add_column(col)
+    for r in rows:
+        neg = f"{r['negotiated_gbps']:g} Gb/s" if r["negotiated_gbps"] else "no Thunderbolt link"
+        colour = "green" if r["verdict"] == "ok" else "yellow"
+        t.add_row(r["from"], r["to"], f"{r['latency_us']:.0f} us", f"{r['gbps']:.2f} Gb/s", neg,
+                  f"[{colour}]{r['verdict']}[/]")
+    console.print(t)

@@ -83,3 +83,29 @@ def test_check_without_a_coordinator_still_validates_the_config(tmp_path):
     bad.write_text("nodes:\n  - {host: a.local, name: A, device_type: tpu, role: trainer}\n")
     out = jupiter_check("http://127.0.0.1:9", None, bad)
     assert out.returncode == 1 and "field device_type" in out.stdout
+
+
+def test_check_links_measures_each_neighbour_pair(coordinator, agents, tmp_path):
+    agents(coordinator, "c1")
+    agents(coordinator, "c2")
+    with coordinator.client() as c:
+        wait_for(lambda: sum(n.status == "ready" for n in c.nodes()) == 2, timeout=60)
+    out = jupiter_check(coordinator.url, coordinator.admin_token, ring_config(tmp_path), "--links", "--json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0, out.stdout[-2000:]
+    pairs = {(r["from"], r["to"]) for r in report["links"]}
+    assert pairs == {("c1", "c2"), ("c2", "c1")}
+    for r in report["links"]:
+        assert r["gbps"] > 0 and r["latency_us"] > 0 and r["negotiated_gbps"] is None
+    table = jupiter_check(coordinator.url, coordinator.admin_token, ring_config(tmp_path), "--links")
+    assert "Links measured" in table.stdout and "no Thunderbolt link" in table.stdout
+
+
+def test_link_probe_lines_parse_and_flag_ethernet_speed_on_a_thunderbolt_cable():
+    from agent.linkprobe import parse
+    from shared.check import CheckReport, _negotiated
+
+    rec = parse('[0] JUPITER_LINK {"rank": 0, "to": 1, "latency_us": 80.0, "gbps": 0.94, "bytes": 1}')
+    assert rec["gbps"] == 0.94 and parse("[0] JUPITER_LINK {broken") is None and parse("hello") is None
+    report = CheckReport(config_path="x", topology={"links": [{"a": "m1", "b": "m2", "speed_gbps": 40.0}]})
+    assert _negotiated(report.topology, "m2", "m1") == 40.0
