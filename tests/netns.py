@@ -50,6 +50,7 @@ from pathlib import Path
 import httpx
 
 from shared.client import Client
+from tests.harness import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -494,18 +495,6 @@ class NsTransport(httpx.BaseTransport):
 # --------------------------------------------------------------------------- Jupiter in namespaces
 
 
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # the thing may not be up (or reachable) yet
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class NsCoordinator:
