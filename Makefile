@@ -17,12 +17,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m coordinator.demo
 
-# The multi-host tests need sshd (for mpirun between namespaces); install it where we may.
-# Without it (not root, no apt) those tests skip and say why.
+# The multi-host tests need sshd (for mpirun between namespaces) and the dashboard test needs
+# Chromium; install them where we may. Without them (not root, no apt) those tests skip and say why.
 system-deps:
 	@if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing openssh-server for the multi-host tests"; \
 		(apt-get install -y -qq openssh-server >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq openssh-server >/dev/null 2>&1)) || echo "could not install openssh-server; mpi multi-host tests will skip"; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the dashboard test"; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) || echo "could not install chromium; the dashboard browser test will skip"; \
 	fi
 
 test: $(STAMP) system-deps

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.api import cluster, jobs as jobs_api, nodes
 from coordinator.api.deps import Admin
+from coordinator.dashboard import routes as dashboard
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import Jobs
 from coordinator.launchers.mpi import MpiLauncher
@@ -147,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(nodes.router)
     app.include_router(jobs_api.router)
+    app.include_router(dashboard.router)
     metrics = Metrics(registry, jobs)
     app.state.metrics = metrics
 

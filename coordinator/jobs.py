@@ -603,7 +603,7 @@ class Jobs:
                 q = q.where(JobRow.status == status)
             return list(s.exec(q))
 
-    def view(self, job: JobRow) -> JobOut:
+    def view(self, job: JobRow, history: bool = True) -> JobOut:
         spec = JobSpec.model_validate_json(job.spec_json)
         prog = json.loads(job.progress_json or "{}")
         tracker = ProgressTracker.from_dict(prog) if prog else ProgressTracker()
@@ -612,7 +612,8 @@ class Jobs:
             nodes=json.loads(job.nodes_json), command=json.loads(job.command_json) or [], env=spec.env,
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), ended_at=_utc(job.ended_at),
             exit_code=job.exit_code, error=job.error, pending_reason=job.pending_reason,
-            progress=tracker.latest, loss_history=[LossPoint(step=s, loss=l) for s, l in tracker.history],
+            progress=tracker.latest,
+            loss_history=[LossPoint(step=s, loss=l) for s, l in tracker.history] if history else [],
             idempotency_key=job.idempotency_key, attempt=job.attempt,
             attempts=[AttemptOut(attempt=a["attempt"], nodes=a["nodes"], error=a["error"],
                                  started_at=_utc(a["started_at"]), ended_at=_utc(a["ended_at"]))

@@ -1,0 +1,476 @@
+"""The dashboard at GET /: its files, and the page itself in headless Chromium against a live cluster.
+
+The browser test drives Chromium over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+NUL-separated JSON on file descriptors 3 and 4), so it needs no Python package beyond the standard
+library, and only ever loads http://127.0.0.1 URLs. Chromium is the Debian package `chromium`
+(`make system-deps` installs it as root); without it the browser test skips and says so.
+
+The cluster is real: a coordinator, two agents (a1, a2) and a two-rank job on them that reports
+progress. Beside them, four Mac Studios registered through the API with the facts of
+tests/fixtures/clusters/ring4.json (heartbeating from this process; they are never given work)
+give the topology graph and the problem list something to show.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import REPO, AgentProcess, CoordinatorProcess, wait_for
+
+DASHBOARD = REPO / "coordinator" / "dashboard"
+ALLSUM = str(REPO / "tests" / "ranks" / "allsum.py")
+RING4 = REPO / "tests" / "fixtures" / "clusters" / "ring4.json"
+ARTIFACTS = REPO / "tests" / "artifacts"
+
+
+# --------------------------------------------------------------------------- the files
+
+def test_page_and_its_files_are_open_and_load_nothing_from_elsewhere(coordinator):
+    page = httpx.get(coordinator.url + "/", timeout=5)
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        assert src.startswith(("/static/", "/docs", "#", "data:")), src
+    js = httpx.get(coordinator.url + "/static/dashboard.js", timeout=5)
+    css = httpx.get(coordinator.url + "/static/dashboard.css", timeout=5)
+    assert js.status_code == css.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert css.headers["content-type"].startswith("text/css")
+    for text in (page.text, js.text, css.text):
+        # Nothing from the internet: the only URL is the SVG namespace, which is a name, not a fetch.
+        assert re.findall(r"https?://[^\s'\"`)]+", text.replace("http://www.w3.org/2000/svg", "")) == []
+        assert "@import" not in text
+    # Only the page's own files; no path reaches the filesystem.
+    for bad in ("/static/routes.py", "/static/index.html", "/static/..%2Froutes.py", "/static/%2e%2e/app.py"):
+        r = httpx.get(coordinator.url + bad, timeout=5)
+        assert r.status_code == 404 and "detail" in r.json(), (bad, r.status_code)
+    # The API stays closed: the page is open, the data is not.
+    assert httpx.get(coordinator.url + "/nodes", timeout=5).status_code == 401
+    assert "/" not in httpx.get(coordinator.url + "/openapi.json", timeout=5).json()["paths"]
+
+
+def test_the_static_files_ship_with_the_package():
+    text = (REPO / "pyproject.toml").read_text()
+    globs = re.search(r'\[tool\.setuptools\.package-data\]\s*"\*"\s*=\s*\[([^\]]*)\]', text).group(1)
+    for ext in ("*.html", "*.js", "*.css"):
+        assert f'"{ext}"' in globs, f"{ext} missing from [tool.setuptools.package-data]"
+    assert (DASHBOARD / "__init__.py").exists()
+
+
+# --------------------------------------------------------------------------- a browser on a pipe
+
+def chromium_binary() -> str | None:
+    for cand in (os.environ.get("JUPITER_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
+                 shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+QUIET_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--disable-extensions", "--disable-default-apps", "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection", "--disable-breakpad", "--no-pings", "--metrics-recording-only",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
+    "--password-store=basic", "--use-mock-keychain", "--disable-dev-shm-usage", "--mute-audio",
+    "--hide-scrollbars", "--force-device-scale-factor=1", "--lang=en-US",
+]
+
+
+class Browser:
+    """Headless Chromium, driven by DevTools protocol messages on a pipe."""
+
+    def __init__(self, binary: str, width: int = 1400, height: int = 1000, log_path: Path | None = None):
+        self.profile = tempfile.mkdtemp(prefix="jupiter-chromium-")
+        self.log_path = log_path or Path(self.profile) / "chromium.log"
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+        # Out of the way, so bash can put them on 3 and 4 whatever numbers os.pipe() handed out
+        # (dash cannot redirect descriptors above 9, hence bash).
+        hi_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
+        hi_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+        for fd in (to_browser_r, from_browser_w):
+            os.close(fd)
+        argv = [binary, *QUIET_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
+                "--remote-debugging-pipe", "about:blank"]
+        self.stderr = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f'exec "$@" 3<&{hi_r} 4>&{hi_w} {hi_r}<&- {hi_w}>&-', "bash", *argv],
+            pass_fds=(hi_r, hi_w), stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
+            start_new_session=True)
+        os.close(hi_r)
+        os.close(hi_w)
+        self._next = 0
+        self._answers: dict[int, queue.Queue] = {}
+        self._lock = threading.Lock()
+        self.events: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.session = None
+        self.width, self.height = width, height
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self._from_browser, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                msg = json.loads(raw)
+                if "id" in msg:
+                    with self._lock:
+                        box = self._answers.get(msg["id"])
+                    if box is not None:
+                        box.put(msg)
+                else:
+                    self.events.append(msg)
+
+    def send(self, method: str, params: dict | None = None, *, session: bool = True, timeout: float = 15) -> dict:
+        with self._lock:
+            self._next += 1
+            mid = self._next
+            box = self._answers[mid] = queue.Queue()
+        msg = {"id": mid, "method": method, "params": params or {}}
+        if session and self.session:
+            msg["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+        try:
+            answer = box.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"chromium did not answer {method} in {timeout}s") from None
+        finally:
+            with self._lock:
+                self._answers.pop(mid, None)
+        if "error" in answer:
+            raise AssertionError(f"{method}: {answer['error']}")
+        return answer.get("result", {})
+
+    def attach(self) -> "Browser":
+        try:
+            targets = wait_for(lambda: [t for t in self.send("Target.getTargets", session=False)["targetInfos"]
+                                        if t["type"] == "page"], timeout=15, what="a chromium page")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nchromium's output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
+        self.session = self.send("Target.attachToTarget", {"targetId": targets[0]["targetId"], "flatten": True},
+                                 session=False)["sessionId"]
+        for method in ("Page.enable", "Runtime.enable", "Log.enable"):
+            self.send(method)
+        self.send("Emulation.setDeviceMetricsOverride",
+                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        return self
+
+    def goto(self, url: str) -> None:
+        assert url.startswith(("http://127.0.0.1:", "about:blank")), url  # nothing beyond this machine
+        self.send("Page.navigate", {"url": url})
+        wait_for(lambda: self.js("document.readyState") == "complete", timeout=15, what=f"{url} loaded")
+
+    def js(self, expression: str):
+        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in res:
+            raise AssertionError(f"{expression!r} threw: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def wait_js(self, expression: str, timeout: float = 15, what: str | None = None):
+        return wait_for(lambda: self.js(expression), timeout=timeout, every=0.1, what=what or expression)
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press, then release 80 ms later) in the middle of the element."""
+        box = self.js(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+            if (!e) return null; e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+        assert box, f"nothing matches {selector}"
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
+                                                   "clickCount": 1})
+            time.sleep(0.08)
+
+    def screenshot(self, path: Path) -> None:
+        self.js("window.scrollTo(0, 0); new Promise(r => requestAnimationFrame(() => r(true)))")
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.send("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": self.width, "height": max(self.height, size["height"]), "scale": 1}})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+    def problems(self) -> list[str]:
+        """Script exceptions and Content-Security-Policy refusals seen so far."""
+        found = []
+        for ev in self.events:
+            if ev.get("method") == "Runtime.exceptionThrown":
+                found.append(json.dumps(ev["params"]["exceptionDetails"])[:500])
+            elif ev.get("method") == "Log.entryAdded" and "Content Security Policy" in ev["params"]["entry"]["text"]:
+                found.append(ev["params"]["entry"]["text"])
+        return found
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                try:
+                    self.send("Browser.close", session=False, timeout=5)
+                except (AssertionError, OSError):
+                    pass
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, 9)
+                    self.proc.wait()
+        finally:
+            for fd in (self._to_browser, self._from_browser):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.stderr.close()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- cluster scenery
+
+class FakeMacs:
+    """Four Mac Studios from tests/fixtures/clusters/ring4.json, registered through the API and kept
+    alive by heartbeats from a thread; studio-2 no longer sees its cable to studio-3 (one-sided)."""
+
+    def __init__(self, coord: CoordinatorProcess, every_s: float):
+        self.coord, self.every_s = coord, every_s
+        self.nodes: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    @staticmethod
+    def facts(node: dict, drop_peer: str | None = None) -> dict:
+        tb = json.loads(json.dumps(node["thunderbolt"]))
+        for port in tb["ports"]:
+            if drop_peer and port.get("peer_uuid") == drop_peer:
+                port.update(status="disconnected", speed_gbps=None, peer_uuid=None, peer_name=None)
+        return {
+            "machine_id": "dash-" + node["id"], "hostname": node["host"], "os": "macos",
+            "os_version": node["os_version"], "device_type": node["device_type"], "chip": node["chip"],
+            "memory_gb": node["memory_gb"], "memory_available_gb": node["memory_available_gb"],
+            "cpu_cores": node["cpu_cores"], "python_version": node["python_version"],
+            "python_executable": "/Users/you/jupiter/.venv/bin/python", "mlx_version": node["mlx_version"],
+            "mlx_device": node["mlx_device"], "mpi": node["mpi"], "thunderbolt": tb,
+            "interfaces": node.get("interfaces", []), "agent_version": node["agent_version"]}
+
+    def start(self) -> "FakeMacs":
+        cluster = json.loads(RING4.read_text())
+        by_name = {n["name"]: n for n in cluster}
+        studio3_uuids = set(by_name["studio-3"]["thunderbolt"]["domain_uuids"])
+        to_3 = next(p["peer_uuid"] for p in by_name["studio-2"]["thunderbolt"]["ports"]
+                    if p.get("peer_uuid") in studio3_uuids)
+        with httpx.Client(base_url=self.coord.url, timeout=10,
+                          headers={"Authorization": f"Bearer {self.coord.join_token}"}) as c:
+            for node in cluster:
+                facts = self.facts(node, drop_peer=to_3 if node["name"] == "studio-2" else None)
+                r = c.post("/nodes/register", json={"name": node["name"], "host": node["host"], "facts": facts})
+                r.raise_for_status()
+                self.nodes.append((r.json()["node_id"], r.json()["node_token"]))
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        with httpx.Client(base_url=self.coord.url, timeout=5) as c:
+            while not self._stop.wait(self.every_s):
+                for node_id, token in self.nodes:
+                    try:
+                        c.put(f"/nodes/{node_id}/heartbeat", json={"instance": "dashboard-test", "ranks": []},
+                              headers={"Authorization": f"Bearer {token}"})
+                    except httpx.HTTPError:
+                        pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def start_scenery(root: Path):
+    """A coordinator, agents a1 and a2, and the fake Studios."""
+    coord = CoordinatorProcess(root / "leader", heartbeat_interval=1.0, down_after=6.0).start()
+    agents = [AgentProcess(coord, f"a{i}", root / "agents" / f"a{i}").start() for i in (1, 2)]
+    macs = FakeMacs(coord, every_s=1.0).start()
+    with coord.client() as c:
+        wait_for(lambda: {"a1", "a2"} <= {n.name for n in c.nodes() if n.status == "ready"}, timeout=60,
+                 what="agents ready")
+    return coord, agents, macs
+
+
+def submit_progress_job(coord: CoordinatorProcess, steps: int = 1500):
+    """A two-rank job on a1 and a2 that reports `steps` steps of progress, 20 ms apart."""
+    with coord.client() as c:
+        return c.submit({"name": "allsum-progress", "nodes": 2, "node_names": ["a1", "a2"], "backend": "ring",
+                         "command": ["python", ALLSUM, "--progress", str(steps), "--sleep", "30"]})
+
+
+def stop_scenery(coord, agents, macs) -> None:
+    macs.stop()
+    for a in agents:
+        a.stop()
+    coord.stop()
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+NODE_ROWS = """JSON.stringify([...document.querySelectorAll('#nodes-body tr.node')].map(r =>
+  [r.dataset.node, r.querySelector('td.status').textContent.trim()]))"""
+
+
+def job_step(browser: Browser, job_id: str):
+    return browser.js(f"""(() => {{ const c = document.querySelector('tr[data-job="{job_id}"] .progress-cell');
+        return c ? Number(c.dataset.step) : null; }})()""")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no Chromium: install the Debian package `chromium` (make system-deps does it as root) "
+                    "or point JUPITER_CHROMIUM at a Chromium binary")
+    b = Browser(binary, log_path=tmp_path / "chromium.log")
+    try:
+        yield b.attach()
+    finally:
+        b.close()
+
+
+def test_dashboard_live_in_chromium(tmp_path, browser):
+    coord, agents, macs = start_scenery(tmp_path)
+    try:
+        url = coord.url + "/"
+
+        # A wrong token in the fragment: the page asks again, says why, and keeps nothing.
+        browser.goto(url + "#token=not-a-token")
+        browser.wait_js("!document.querySelector('#login').hidden && "
+                        "document.querySelector('#login-error').textContent.includes('401')", what="login with error")
+        assert "token" not in browser.js("location.href")
+        assert browser.js("localStorage.getItem('jupiter.adminToken')") is None
+        browser.screenshot(ARTIFACTS / "dashboard-login.png")
+
+        # The join token is a token, but not the one for people: refused with 403, said so.
+        browser.js(f"document.querySelector('#login-token').value = {json.dumps(coord.join_token)};"
+                   "document.querySelector('#login-form').requestSubmit(); true")
+        browser.wait_js("document.querySelector('#login-error').textContent.includes('403')", what="403 for the join token")
+        assert browser.js("localStorage.getItem('jupiter.adminToken')") is None
+
+        # The right token through the form.
+        browser.js(f"document.querySelector('#login-token').value = {json.dumps(coord.admin_token)};"
+                   "document.querySelector('#login-form').requestSubmit(); true")
+        browser.wait_js("document.querySelector('#login').hidden && !document.querySelector('#main').hidden",
+                        what="dashboard after login")
+        assert browser.js("localStorage.getItem('jupiter.adminToken')") == coord.admin_token
+
+        # A fresh load with #token=...: moved to localStorage, gone from the address bar.
+        browser.js("localStorage.clear(); true")
+        browser.goto("about:blank")
+        browser.goto(url + f"#token={coord.admin_token}")
+        rows = json.loads(browser.wait_js(
+            f"(() => {{ const r = {NODE_ROWS}; return r.includes('\"a1\",\"ready\"') && r.includes('\"a2\",\"ready\"') && r; }})()",
+            what="a1 and a2 ready in the nodes table"))
+        assert ["a1", "ready"] in rows and ["a2", "ready"] in rows, rows
+        assert {"studio-1", "studio-2", "studio-3", "studio-4"} <= {name for name, _ in rows}, rows
+        assert browser.js("location.hash") == "" and "token" not in browser.js("location.href")
+        assert browser.js("localStorage.getItem('jupiter.adminToken')") == coord.admin_token
+
+        # A job submitted now shows up, its nodes turn busy, and its progress moves on while we watch.
+        job = submit_progress_job(coord)
+        browser.wait_js(f"!!document.querySelector('tr[data-job=\"{job.id}\"]')", what="the new job in the table")
+        browser.wait_js(f"(() => {{ const r = {NODE_ROWS}; return r.includes('\"a1\",\"busy\"') && r.includes('\"a2\",\"busy\"'); }})()",
+                        what="a1 and a2 busy")
+        browser.wait_js(f"document.querySelector('tr[data-job=\"{job.id}\"] .pill').textContent === 'running'",
+                        what="the job running")
+        first = wait_for(lambda: job_step(browser, job.id), timeout=10, what="a progress value in the jobs table")
+        assert first and first >= 20, first
+        later = wait_for(lambda: (s := job_step(browser, job.id)) and s > first and s, timeout=10,
+                         what=f"progress beyond {first}")
+        assert later > first
+        assert browser.js(f"document.querySelector('tr[data-job=\"{job.id}\"] td.loss').textContent") != "—"
+
+        # The topology: every node drawn, links labelled with their speed, the slow one red, one dashed.
+        topo = json.loads(browser.wait_js("""(() => { const e = [...document.querySelectorAll('#topo path.edge:not(.stray)')];
+            return e.length >= 3 && JSON.stringify({nodes: [...document.querySelectorAll('#topo g.node:not(.stray)')]
+              .map(g => g.dataset.node), edges: e.length,
+              slow: document.querySelectorAll('#topo path.edge.slow').length,
+              dashed: document.querySelectorAll('#topo path.edge.one-sided').length,
+              labels: [...document.querySelectorAll('#topo .edge-label text')].map(t => t.textContent)}); })()""",
+                                          what="topology edges"))
+        assert {"a1", "a2", "studio-1", "studio-4"} <= set(topo["nodes"]), topo
+        assert topo["slow"] >= 1 and topo["dashed"] >= 1, topo
+        assert all(label.endswith("Gb/s") for label in topo["labels"]) and "20 Gb/s" in topo["labels"], topo
+
+        # Problems from /cluster, each with its fix; a node's own problems unfold in its row.
+        browser.wait_js("document.querySelectorAll('#problems li .p-fix').length > 0", what="problems with fixes")
+        browser.click('tr[data-node="studio-2"] .probs-btn')
+        unfolded = browser.wait_js("(() => { const li = [...document.querySelectorAll('#nodes-body tr.problem-row li')];"
+                                   " return li.length && li.map(x => x.textContent); })()", what="studio-2's problems")
+        assert any("studio-3" in text for text in unfolded), unfolded
+
+        # The job's detail: live loss chart and log over the event stream.
+        browser.click(f'tr[data-job="{job.id}"] td.name-cell')
+        browser.wait_js("document.querySelector('#jd-stream').dataset.state === 'live'", what="event stream live")
+        n0 = browser.wait_js("(() => { const p = document.querySelector('#jd-chart polyline.curve');"
+                             " return p && p.getAttribute('points').split(' ').length; })()", what="loss curve")
+        wait_for(lambda: browser.js("document.querySelector('#jd-chart polyline.curve')"
+                                    ".getAttribute('points').split(' ').length") > n0, timeout=10,
+                 what="the loss curve growing")
+        browser.wait_js("document.querySelector('#jd-log').textContent.includes('[0] rank 0 of 2')"
+                        " && document.querySelector('#jd-log').textContent.includes('[1] rank 1 of 2')",
+                        what="both ranks in the log")
+        assert browser.js("location.hash") == f"#job={job.id}"
+        # Progress lines are left out of the log (and counted) until asked for.
+        assert "JUPITER_PROGRESS" not in browser.js("document.querySelector('#jd-log').textContent")
+        browser.wait_js("document.querySelector('#jd-progress-count').textContent.includes('hidden')",
+                        what="hidden progress lines counted")
+        time.sleep(0.6)  # let the last batch of events paint
+        browser.screenshot(ARTIFACTS / "dashboard.png")
+
+        # Cancel takes two clicks and ends the job.
+        browser.click("#jd-cancel")
+        assert browser.js("document.querySelector('#jd-cancel').textContent").startswith("Click again")
+        assert coord.client().job(job.id).status == "running"
+        browser.click("#jd-cancel")
+        browser.wait_js("document.querySelector('#jd-status').textContent === 'cancelled'"
+                        " && document.querySelector('#jd-stream').dataset.state === 'ended'", what="cancelled in page")
+        assert coord.client().job(job.id).status == "cancelled"
+
+        # Asked for, the progress lines come back: the stream is read again from the start.
+        browser.js("document.querySelector('#jd-show-progress').click(); true")
+        browser.wait_js("document.querySelector('#jd-log').textContent.includes('[0] JUPITER_PROGRESS')"
+                        " && document.querySelector('#jd-stream').dataset.state === 'ended'", what="progress lines shown")
+        assert browser.problems() == []
+
+        # Forget token: back to the prompt, nothing kept.
+        browser.js("document.querySelector('#forget-token').click(); true")
+        browser.wait_js("!document.querySelector('#login').hidden", what="login after forget")
+        assert browser.js("localStorage.getItem('jupiter.adminToken')") is None
+
+        # Coordinator gone: the page says so and keeps the last data greyed out.
+        browser.goto(url + f"#token={coord.admin_token}")
+        browser.wait_js("document.querySelectorAll('#nodes-body tr.node').length >= 6", what="nodes again")
+        coord.stop()
+        browser.wait_js("document.querySelector('#banner').textContent.includes('Cannot reach the coordinator')"
+                        " && document.querySelector('#main').classList.contains('stale')", timeout=10,
+                        what="unreachable banner")
+        assert browser.js("document.querySelector('#conn').dataset.state") == "down"
+        browser.screenshot(ARTIFACTS / "dashboard-unreachable.png")
+    finally:
+        stop_scenery(coord, agents, macs)
