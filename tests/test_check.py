@@ -109,3 +109,22 @@ def test_link_probe_lines_parse_and_flag_ethernet_speed_on_a_thunderbolt_cable()
     assert rec["gbps"] == 0.94 and parse("[0] JUPITER_LINK {broken") is None and parse("hello") is None
     report = CheckReport(config_path="x", topology={"links": [{"a": "m1", "b": "m2", "speed_gbps": 40.0}]})
     assert _negotiated(report.topology, "m2", "m1") == 40.0
+
+
+def test_topology_serves_the_jaccl_device_matrix_for_an_rdma_mesh(start_coordinator, tmp_path):
+    coord = start_coordinator(config=ring_config(tmp_path), down_after=600)
+    nodes = _register_fixture(coord, "mesh3-rdma")
+    h = {"Authorization": f"Bearer {coord.admin_token}"}
+    got = httpx.get(coord.url + "/topology?format=jaccl", headers=h).json()
+    matrix = got["jaccl"]["devices"]
+    assert got["jaccl"]["reason"] is None and len(matrix) == len(nodes) == 3
+    assert all(matrix[i][i] is None for i in range(3))
+    assert all(matrix[i][j].startswith("rdma_en") for i in range(3) for j in range(3) if i != j)
+    assert sorted(got["nodes"]) == sorted(n["name"] for n in nodes)
+
+
+def test_no_jaccl_matrix_without_rdma(start_coordinator, tmp_path):
+    coord = start_coordinator(config=ring_config(tmp_path), down_after=600)
+    _register_fixture(coord, "chain5")
+    got = httpx.get(coord.url + "/topology?format=jaccl", headers={"Authorization": f"Bearer {coord.admin_token}"}).json()
+    assert got["jaccl"]["devices"] is None and "RDMA" in got["jaccl"]["reason"]

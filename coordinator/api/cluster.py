@@ -47,10 +47,22 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
 
 
 @router.get("/topology", dependencies=[Admin], responses={200: {"content": {"text/vnd.graphviz": {}}}})
-def get_topology(reg: RegistryDep, format: Literal["json", "dot"] = "json"):
+def get_topology(reg: RegistryDep, format: Literal["json", "dot", "jaccl"] = "json"):
     """The Thunderbolt graph: nodes, links (ports, negotiated speed), chains/rings/meshes found,
-    cabling warnings. `?format=dot` gives Graphviz text (`dot -Tsvg`)."""
+    cabling warnings. `?format=dot` gives Graphviz text (`dot -Tsvg`). `?format=jaccl` gives,
+    for the live nodes in ring order, the N x N device matrix MLX's JACCL backend reads from
+    MLX_IBV_DEVICES (full mesh) and the one for jaccl-ring, or the reason there is none
+    (every node must report RDMA enabled, macOS 26.2+)."""
     found = survey(reg)
     if format == "dot":
         return PlainTextResponse(topology.to_dot(found.topology), media_type="text/vnd.graphviz")
+    if format == "jaccl":
+        live = [n.id for n in found.nodes if n.status != "down"]
+        order = topology.ring_order(found.topology, live)
+        mesh = topology.jaccl_check(found.topology, order)
+        ring = topology.jaccl_check(found.topology, order, ring=True)
+        names = {n.id: n.name for n in found.nodes}
+        return {"nodes": [names[i] for i in order],
+                "jaccl": {"devices": mesh.matrix, "reason": mesh.reason},
+                "jaccl_ring": {"devices": ring.matrix, "reason": ring.reason}}
     return topology.to_json(found.topology)
