@@ -56,7 +56,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.limit)
             return msg
 
         try:
@@ -65,8 +65,12 @@ class BodyLimit:
             return await _send_json(send, 413, f"request body over {self.limit} bytes")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI's body parsing passes it on
+    as the 413 it is, rather than turning it into a 400 "error parsing the body"."""
+
+    def __init__(self, limit: int = MAX_BODY_BYTES):
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 async def _send_json(send, status: int, detail: str) -> None:

@@ -95,7 +95,7 @@ def _default_name() -> str:
 
 def _default_host() -> str:
     name = socket.gethostname()
-    return name if HOST_RE.match(name) else "127.0.0.1"
+    return name if HOST_RE.fullmatch(name) else "127.0.0.1"
 
 
 @agent_app.callback()

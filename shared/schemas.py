@@ -28,9 +28,10 @@ NodeStatus = Literal["ready", "busy", "draining", "down"]
 
 
 class Wire(BaseModel):
-    """Base for every wire model: unknown fields are refused so typos surface as 422s."""
+    """Base for every wire model: unknown fields are refused so typos surface as 422s, and types
+    are strict (`"nodes": true` or `"2"` is a 422, not 1 or 2)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- facts (agent -> coordinator)
@@ -147,8 +148,8 @@ class RankState(Wire):
     rank: int = Field(..., ge=0, le=4096)
     attempt: int = Field(0, ge=0, le=1000)
     state: Literal["starting", "running", "exited"]
-    pid: int | None = None
-    exit_code: int | None = Field(None, description="Negative: killed by that signal.")
+    pid: int | None = Field(None, ge=0, le=2**31)
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**32, description="Negative: killed by that signal.")
     reason: ShortText | None = None
 
 
@@ -282,11 +283,12 @@ def validate_host(value: str) -> str:
     an IPv4/IPv6 literal, or a DNS-style name that no shell or hostfile reader can misread."""
     try:
         ipaddress.ip_address(value)
-        if re.fullmatch(r"[0-9A-Za-z:.%_-]+", value):  # a scope id (fe80::1%en0) is free text
+        if re.fullmatch(r"[0-9A-Za-z:.%_-]+", value):  # fullmatch: no trailing newline either  # a scope id (fe80::1%en0) is free text
             return value
     except ValueError:
         pass
-    if not isinstance(value, str) or not HOST_RE.match(value) or ".." in value or ":" in value:
+    # fullmatch: with match, `$` would also accept a trailing newline ("mini\n")
+    if not isinstance(value, str) or not HOST_RE.fullmatch(value) or ".." in value or ":" in value:
         raise ValueError(f"invalid host {value!r}: use a DNS name or an IP address")
     return value
 
@@ -415,7 +417,7 @@ class RankOutput(Wire):
     job_id: Annotated[str, StringConstraints(max_length=64)]
     rank: int = Field(..., ge=0, le=4096)
     attempt: int = Field(0, ge=0, le=1000)
-    seq: int = Field(..., ge=0, description="Number of the first line in `lines` (0-based, per rank).")
+    seq: int = Field(..., ge=0, le=2**53, description="Number of the first line in `lines` (0-based, per rank).")
     lines: list[Annotated[str, StringConstraints(max_length=65536)]] = Field(default_factory=list, max_length=10_000)
 
 

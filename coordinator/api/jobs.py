@@ -19,6 +19,11 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Admin],
 
 JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{10}$", examples=["j-0a1b2c3d4e"])]
 
+# Plain-text routes: their errors are still JSON, documented as such (no `model`, or FastAPI
+# would file the error bodies under text/plain too).
+_JSON_ERRORS = {c: {"description": "Error", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ErrorOut"}}}} for c in (401, 403, 404, 409)}
+
 
 def jobs_dep(request: Request) -> Jobs:
     return request.app.state.jobs
@@ -33,7 +38,8 @@ def _missing(job_id: str) -> HTTPException:
 
 @router.post("", status_code=201, response_model=JobOut,
              responses={200: {"model": JobOut, "description": "Already submitted under this idempotency_key"},
-                        409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+                        400: {"model": ErrorOut}, 409: {"model": ErrorOut}, 413: {"model": ErrorOut},
+                        422: {"model": ErrorOut}})
 def submit(spec: JobSpec, jobs: JobsDep, request: Request, response: Response) -> JobOut:
     """Submit a job: it waits `pending` until nodes are free, then starts at once."""
     try:
@@ -67,8 +73,7 @@ def get_job(job_id: JobId, jobs: JobsDep) -> JobDetail:
         raise _missing(job_id) from None
 
 
-@router.get("/{job_id}/hostfile", response_class=PlainTextResponse,
-            responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+@router.get("/{job_id}/hostfile", response_class=PlainTextResponse, responses=_JSON_ERRORS)
 def hostfile(job_id: JobId, jobs: JobsDep,
              format: Literal["openmpi", "mpich", "mlx", "ring"] = "openmpi") -> PlainTextResponse:
     """The hostfile the job was (or will be) launched with, in the format named."""
@@ -82,8 +87,8 @@ def hostfile(job_id: JobId, jobs: JobsDep,
     return PlainTextResponse(text, media_type=media)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses={404: {"model": ErrorOut}})
-def logs(job_id: JobId, jobs: JobsDep, offset: Annotated[int, Query(ge=0)] = 0) -> PlainTextResponse:
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=_JSON_ERRORS)
+def logs(job_id: JobId, jobs: JobsDep, offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0) -> PlainTextResponse:
     """Log text from byte `offset`, each line prefixed `[RANK] `; `X-Next-Offset` says where to go on."""
     if jobs.get_row(job_id) is None:
         raise _missing(job_id)

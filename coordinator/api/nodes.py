@@ -24,7 +24,8 @@ from shared.schemas import (
 )
 
 router = APIRouter(prefix="/nodes", tags=["nodes"],
-                   responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+                   responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                              413: {"model": ErrorOut}})
 
 
 def _missing(node_id: str) -> HTTPException:
