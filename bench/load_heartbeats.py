@@ -80,8 +80,11 @@ def _worker(nodes: list[tuple[int, str, str]], total: int, url: str, start_at: f
                 status = type(exc).__name__
             records.append((index, k, sent - due, time.monotonic() - sent, status))
 
-    async def long_poll(node_id: str, token: str, client: httpx.AsyncClient, stop_at: float) -> None:
+    async def long_poll(index: int, node_id: str, token: str, client: httpx.AsyncClient, stop_at: float) -> None:
         headers = {"Authorization": f"Bearer {token}"}
+        # Agents start at different moments: spread the polls' starts over the re-check period
+        # (the coordinator looks at a waiting poll's orders every 5 s), not all at once.
+        await asyncio.sleep(max(0.0, start_at + index / total * 5.0 - time.monotonic()))
         while time.monotonic() < stop_at:
             try:
                 await client.post(f"/nodes/{node_id}/orders", json={"ranks": [], "wait_s": 20}, headers=headers,
@@ -100,8 +103,8 @@ def _worker(nodes: list[tuple[int, str, str]], total: int, url: str, start_at: f
         pollers = [httpx.AsyncClient(base_url=url, limits=one, timeout=30, verify=tls) for _ in nodes] if orders else []
         try:
             stop_at = start_at + beats * interval
-            polls = [asyncio.create_task(long_poll(nid, tok, pc, stop_at))
-                     for (_, nid, tok), pc in zip(nodes, pollers)]
+            polls = [asyncio.create_task(long_poll(i, nid, tok, pc, stop_at))
+                     for (i, nid, tok), pc in zip(nodes, pollers)]
             await asyncio.gather(*(agent(i, nid, tok, c) for (i, nid, tok), c in zip(nodes, clients)))
             for task in polls:
                 task.cancel()

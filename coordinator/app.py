@@ -234,4 +234,6 @@ def serve(settings: Settings) -> None:
     check_bind(settings)
     app = create_app(settings)
     log.info("coordinator on http://%s:%d, database %s", settings.host, settings.port, settings.database_url())
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # keep-alive well past the heartbeat interval: at 5 s both, an idle connection could close mid-request
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_keep_alive=max(75, int(3 * settings.heartbeat_interval_s)))
