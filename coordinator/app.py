@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -218,8 +219,6 @@ def check_bind(settings: Settings) -> None:
     """SPEC §3: never listen beyond loopback unless tokens were configured beforehand."""
     if is_loopback(settings.host):
         return
-    import os
-
     configured = ("JUPITER_TOKEN" in os.environ or admin_token_path(settings.home).exists()) and \
                  ("JUPITER_JOIN_TOKEN" in os.environ or join_token_path(settings.home).exists())
     if not configured:

@@ -282,9 +282,6 @@ class Registry:
                 out[r.id] = f.interfaces
         return out
 
-    def facts_by_id(self) -> dict[str, NodeFacts | None]:
-        return {r.id: self.facts_of(r) for r in self.store.all_nodes()}
-
     def list_views(self) -> list[NodeOut]:
         return [self.view(r) for r in self.store.all_nodes()]
 

@@ -136,6 +136,22 @@ def _service_manager(launchd: bool, systemd: bool):
     return "launchd" if launchd else "systemd" if systemd else None
 
 
+def _carry_out(plan, print_only: bool, done: str) -> None:
+    """Show a service plan (--print) or apply it, with its warnings; errors are one clear line."""
+    from agent.service import ServiceError, apply_plan, format_plan
+
+    if print_only:
+        print(format_plan(plan))
+        return
+    try:
+        outcome = apply_plan(plan)
+    except ServiceError as exc:
+        _fail(str(exc))
+    for w in outcome.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    console.print(f"[green]{done}[/]")
+
+
 @agent_app.command("install")
 def agent_install(
     ctx: typer.Context,
@@ -149,7 +165,7 @@ def agent_install(
     print_only: bool = typer.Option(False, "--print", help="Show the file and commands; change nothing."),
 ) -> None:
     """Write the service file so the OS keeps the agent running, and load it."""
-    from agent.service import ServiceError, agent_service, apply_plan, format_plan, plan_install
+    from agent.service import agent_service, plan_install
     from agent.state import find_join_token
 
     parent = ctx.obj or {}
@@ -160,16 +176,7 @@ def agent_install(
         plan = plan_install(svc, _service_manager(launchd, systemd))
     except ValueError as exc:
         _fail(str(exc))
-    if print_only:
-        print(format_plan(plan))
-        return
-    try:
-        outcome = apply_plan(plan)
-    except ServiceError as exc:
-        _fail(str(exc))
-    for w in outcome.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    console.print("[green]agent service installed and started[/]")
+    _carry_out(plan, print_only, "agent service installed and started")
 
 
 @agent_app.command("uninstall")
@@ -180,20 +187,13 @@ def agent_uninstall(
     print_only: bool = typer.Option(False, "--print", help="Show the commands; change nothing."),
 ) -> None:
     """Stop the agent service and remove its file (the state dir stays unless --purge)."""
-    from agent.service import ServiceError, apply_plan, format_plan, plan_uninstall
+    from agent.service import plan_uninstall
 
     try:
         plan = plan_uninstall(_service_manager(launchd, systemd), purge_state_dir=purge)
     except ValueError as exc:
         _fail(str(exc))
-    if print_only:
-        print(format_plan(plan))
-        return
-    try:
-        apply_plan(plan)
-    except ServiceError as exc:
-        _fail(str(exc))
-    console.print("[green]agent service removed[/]")
+    _carry_out(plan, print_only, "agent service removed")
 
 
 # ---------------------------------------------------------------------------- live state
