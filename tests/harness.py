@@ -6,6 +6,7 @@ Nothing here fakes the coordinator or the agent; tests drive them over HTTP as a
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -22,10 +23,32 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 
+def free_port_run(count: int) -> int:
+    """First of `count` consecutive free loopback ports, for launchers that take a starting port.
+
+    Searched below the kernel's ephemeral range (so no outgoing connection can take one between
+    this check and the real bind) and below the scheduler's rank ports (20000-32000), so a test's
+    coordinator never sits on a port a job's ranks are handed.
+    """
+    for _ in range(200):
+        start = random.randrange(10000, 20000 - count)
+        socks = []
+        try:
+            for port in range(start, start + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port_run(1)
 
 
 def wait_for(predicate, timeout: float = 10.0, every: float = 0.05, what: str = "condition"):
