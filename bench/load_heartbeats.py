@@ -1,7 +1,7 @@
 """Heartbeat load: N simulated agents heartbeating every interval against one real coordinator.
 
     .venv/bin/python bench/load_heartbeats.py [--agents 500] [--interval 1] [--seconds 60]
-        [--procs 2] [--down-after 3] [--orders]
+        [--procs 2] [--down-after 3] [--warmup 2] [--orders]
 
 One coordinator process (`jupiter coordinator`, uvicorn, SQLite WAL) on 127.0.0.1; the agents are
 asyncio coroutines with httpx spread over `--procs` load-generator processes, one keep-alive
@@ -9,6 +9,11 @@ connection each, their first beats spread evenly over one interval, each then be
 fixed schedule (start + phase + k * interval) with the body a real agent sends every beat
 (instance, available memory, Thunderbolt link state, ranks). With `--orders` each agent also
 holds the orders long-poll open (`POST /nodes/{id}/orders`, wait_s 20) as the real agent does.
+
+Each agent first sends `--warmup` beats (default 2) that are reported apart, under `warmup`:
+its first contact opens a new connection and, for nodes registered early in the (serial, several
+seconds long) registration, brings a node the coordinator has meanwhile marked `down` back. The
+measured beats are those of agents already running, which is what the target is about.
 
 A beat is lost when it fails (error, non-200) or completes later than one interval after the
 moment it was due. Latency is measured from the moment the request was sent; `client_lag` is how
@@ -52,7 +57,7 @@ THUNDERBOLT = sample_facts()["thunderbolt"]
 
 
 def _worker(nodes: list[tuple[int, str, str]], total: int, url: str, start_at: float, interval: float, beats: int,
-            orders: bool, minimal: bool, out) -> None:
+            warmup: int, orders: bool, minimal: bool, out) -> None:
     """Runs in its own process: one coroutine per agent; sends its records back through `out`."""
     records: list[tuple] = []  # (agent, beat, lag_s, latency_s, status_or_error)
     hard_stop = start_at + (beats + 5) * interval  # a generator that falls behind stops anyway
@@ -62,7 +67,7 @@ def _worker(nodes: list[tuple[int, str, str]], total: int, url: str, start_at: f
         headers = {"Authorization": f"Bearer {token}"}
         instance = secrets.token_hex(8)
         phase = index / total * interval
-        for k in range(beats):
+        for k in range(-warmup, beats):  # k < 0: warm-up beats, reported apart
             due = start_at + phase + k * interval
             if time.monotonic() > hard_stop:
                 return  # beats never sent count as lost
@@ -161,14 +166,16 @@ def run(args) -> dict:
                 r.raise_for_status()
                 nodes.append((i, r.json()["node_id"], r.json()["node_token"]))
         beats = int(args.seconds / args.interval)
-        start_at = time.monotonic() + 1.5  # workers fork and connect first
+        # Workers fork first; then each agent's warm-up beats (its first contact: a new connection,
+        # and for nodes registered early a `down` node coming back) before the measured ones.
+        start_at = time.monotonic() + 1.5 + args.warmup * args.interval
         start_wall = time.time() + (start_at - time.monotonic())
         ctx = mp.get_context("fork")
         workers, pipes = [], []
         for w in range(args.procs):
             recv, send = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_worker, args=(nodes[w::args.procs], args.agents, coord.url, start_at, args.interval,
-                                                  beats, args.orders, args.minimal_body, send), daemon=True)
+                                                  beats, args.warmup, args.orders, args.minimal_body, send), daemon=True)
             p.start()
             workers.append(p)
             pipes.append(recv)
@@ -210,7 +217,7 @@ def run(args) -> dict:
         try:
             # Nodes registered first may go down before their first beat (registration takes a few
             # seconds); count only what happened once every agent had had its first beat.
-            settled = start_wall + args.interval + 0.5
+            settled = start_wall if args.warmup else start_wall + args.interval + 0.5
             down_events = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'down' AND at >= ?",
                                      (settled,)).fetchone()[0]
             down_before = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'down' AND at < ?",
@@ -222,7 +229,9 @@ def run(args) -> dict:
         coord.stop()
         shutil.rmtree(home, ignore_errors=True)
 
-    records = [rec for r in results for rec in r["records"]]
+    records = [rec for r in results for rec in r["records"] if rec[1] >= 0]
+    warm = [rec for r in results for rec in r["records"] if rec[1] < 0]
+    warm_ok = [rec[3] for rec in warm if rec[4] == 200]
     expected = args.agents * beats
     ok = [rec for rec in records if rec[4] == 200]
     errors: dict[str, int] = {}
@@ -246,9 +255,14 @@ def run(args) -> dict:
         "heartbeats_expected": expected, "heartbeats_sent": len(records), "heartbeats_ok": len(ok),
         "heartbeats_lost": lost, "lost_errors": errors, "lost_late": len(late),
         "achieved_rate_per_s": round(len(records) / (beats * args.interval), 1),
+        "warmup": {"beats_per_agent": args.warmup, "failed": len(warm) - len(warm_ok),
+                   "latency_ms": {"p50": _ms(_pct(warm_ok, 50)), "p99": _ms(_pct(warm_ok, 99)),
+                                  "max": _ms(max(warm_ok) if warm_ok else None)}},
         "latency_ms": {"p50": _ms(_pct(lat, 50)), "p90": _ms(_pct(lat, 90)), "p99": _ms(p99),
                        "max": _ms(max(lat) if lat else None),
                        "p99_after_first_5s": _ms(_pct(steady, 99)),
+                       # each agent's first beats: where a start-up cost (new connections) shows
+                       "p99_of_beat_k": {k: _ms(_pct([rec[3] for rec in ok if rec[1] == k], 99)) for k in range(5)},
                        "mean": _ms(statistics.fmean(lat) if lat else None)},
         "client_lag_ms": {"p50": _ms(_pct(lag, 50)), "p99": _ms(_pct(lag, 99)), "max": _ms(max(lag) if lag else None)},
         "coordinator": {
@@ -291,12 +305,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
     ap.add_argument("--down-after", type=float, default=3.0, help="the coordinator's grace before `down`, s")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="beats per agent before the measured ones (first contact), reported apart")
     ap.add_argument("--orders", action="store_true", help="also hold the orders long-poll open, as agents do")
     ap.add_argument("--minimal-body", action="store_true",
                     help="heartbeat with available memory only (as bench/registry_bench.py), not an agent's body")
     args = ap.parse_args()
-    if not (1 <= args.agents <= 5000 and 0.1 <= args.interval <= 60 and 1 <= args.seconds <= 600 and 1 <= args.procs <= 16):
-        raise SystemExit("bounds: agents 1-5000, interval 0.1-60 s, seconds 1-600, procs 1-16")
+    if not (1 <= args.agents <= 5000 and 0.1 <= args.interval <= 60 and 1 <= args.seconds <= 600 and 1 <= args.procs <= 16
+            and 0 <= args.warmup <= 10):
+        raise SystemExit("bounds: agents 1-5000, interval 0.1-60 s, seconds 1-600, procs 1-16, warmup 0-10")
     print(json.dumps(run(args), indent=2))
 
 

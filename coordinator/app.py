@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             mpi.detach()
+            store.flush_heartbeats()
             store.close()
 
     app = FastAPI(

@@ -95,6 +95,7 @@ class Jobs:
         self.on_mpi_place: Callable[[JobRow, list[RankRow]], None] | None = None
         self.on_mpi_stop: Callable[[JobRow], None] | None = None
         self.on_change: Callable[[str], None] = lambda job_id: None      # wakes event streams
+        self._orders_cache: dict[str, tuple[tuple, tuple[list[RankAssignment], list[StopOrder]]]] = {}
         self._refresh_busy()
 
     # ------------------------------------------------------------------ submission
@@ -222,9 +223,22 @@ class Jobs:
     # ------------------------------------------------------------------ orders for agents
 
     def orders_for(self, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
-        """What the agent on `node_id` must start and stop, given the ranks it says it has."""
+        """What the agent on `node_id` must start and stop, given the ranks it says it has.
+
+        Asked on every heartbeat and long-poll wake-up; the answer only changes when the store
+        does or the agent's list does, so it is kept per node until either changes."""
         have = {(r.job_id, r.attempt, r.rank) for r in reported}
         running = {(r.job_id, r.attempt) for r in reported if r.state != "exited"}
+        key = (self.store.generation, frozenset(have), frozenset(running))
+        cached = self._orders_cache.get(node_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        answer = self._orders_from_store(node_id, have, running)
+        self._orders_cache[node_id] = (key, answer)
+        return answer
+
+    def _orders_from_store(self, node_id: str, have: set, running: set
+                           ) -> tuple[list[RankAssignment], list[StopOrder]]:
         start, stop = [], []
         with self.store.read() as s:
             rows = list(s.exec(select(RankRow, JobRow).join(JobRow, JobRow.id == RankRow.job_id)
@@ -262,6 +276,8 @@ class Jobs:
         of ranks is everything the agent has: a rank it ran before and no longer knows is lost."""
         acked: dict[str, int] = {}
         changed: set[str] = set()
+        if not (report.output or report.ranks or complete):
+            return acked
         with self.lock:
             with self.store.write() as s:
                 for out in report.output:

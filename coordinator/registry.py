@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from sqlmodel import select
 
 from coordinator.auth import digest, new_node_token
-from coordinator.store import EventRow, NodeRow, Store
+from coordinator.store import Beat, EventRow, NodeRow, Store
 from shared.cluster_config import ClusterConfig
 from shared.schemas import (
     DeclaredNode,
@@ -157,6 +157,7 @@ class Registry:
                 self._token_index.pop(old_digest, None)  # the old token stops working at once
             self._token_index[row.token_hash] = row.id
             self._online[row.id] = True
+            self._facts_cache[row.id] = (facts_json, req.facts)
             self._bump()
         return row, token, is_new
 
@@ -166,26 +167,32 @@ class Registry:
         """Record a heartbeat. Returns (the node was down until now, its agent restarted)."""
         if node_id not in self._online:
             raise NotFound(node_id)
-        facts_json = None
+        cached = self._facts_cache.get(node_id)
+        facts = cached[1] if cached else self._load_facts(node_id)
+        new_facts = None  # rewritten only when they really changed, available memory aside
         if req.facts is not None:
-            facts_json = req.facts.model_dump_json()
-        elif req.thunderbolt is not None:
-            # Rewrite the facts only when the link status really changed.
-            cached = self._facts_cache.get(node_id)
-            facts = cached[1] if cached else self._load_facts(node_id)
-            if facts is not None and facts.thunderbolt != req.thunderbolt:
-                facts_json = facts.model_copy(update={"thunderbolt": req.thunderbolt}).model_dump_json()
+            if facts is None or req.facts.model_copy(update={"memory_available_gb": facts.memory_available_gb}) != facts:
+                new_facts = req.facts
+        elif req.thunderbolt is not None and facts is not None and facts.thunderbolt != req.thunderbolt:
+            new_facts = facts.model_copy(update={"thunderbolt": req.thunderbolt})
         mem = req.memory_available_gb
         if mem is None and req.facts is not None:
             mem = req.facts.memory_available_gb
         came_back = not self._online[node_id]
         old = self._instances.get(node_id, "")
         restarted = req.instance is not None and req.instance != old
-        if not self.store.touch_node(node_id, time.time(), facts_json=facts_json, memory_available_gb=mem,
-                                     came_back=came_back, instance=req.instance if restarted else None):
-            raise NotFound(node_id)
+        now = time.time()
+        if new_facts is None:
+            # The common case: the next flush writes it, so no commit waits on the request's path.
+            self.store.note_heartbeat(node_id, Beat(now, mem, req.instance if restarted else None, came_back))
+        else:
+            facts_json = new_facts.model_dump_json()
+            if not self.store.touch_node(node_id, now, facts_json=facts_json, memory_available_gb=mem,
+                                         came_back=came_back, instance=req.instance if restarted else None):
+                raise NotFound(node_id)
+            self._facts_cache[node_id] = (facts_json, new_facts)
         self._online[node_id] = True
-        if came_back or facts_json is not None:
+        if came_back or new_facts is not None:
             self._bump()
         if restarted:
             self._instances[node_id] = req.instance
@@ -200,6 +207,7 @@ class Registry:
     def sweep(self, now: float | None = None) -> list[str]:
         """Mark down every node silent for longer than the grace; return their ids."""
         now = time.time() if now is None else now
+        self.store.flush_heartbeats()
         if now - self.started_at < self.down_after_s:
             return []
         stale = [r.id for r in self.store.all_nodes()

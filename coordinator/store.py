@@ -10,10 +10,10 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
+from sqlalchemy import and_, bindparam, func, or_, text
 from sqlalchemy import event as sa_event
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
 
@@ -121,6 +121,25 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+@sa_event.listens_for(Session, "after_flush")
+def _note_flushed_changes(session, _context):
+    if session.new or session.dirty or session.deleted:
+        session.info["changed"] = True
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _note_bulk_changes(state):
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["changed"] = True
+
+
+class Beat(NamedTuple):
+    at: float
+    memory_available_gb: float | None = None
+    instance: str | None = None   # set when the agent restarted
+    came_back: bool = False       # the node was down until this beat
+
+
 class SchemaError(RuntimeError):
     pass
 
@@ -133,6 +152,14 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._write_lock = threading.Lock()
+        # Plain heartbeats (node already up, nothing but the time and free memory new) wait here
+        # and reach the table in one transaction per flush: one commit per beat would queue every
+        # request on the write lock at a few hundred nodes. Reads overlay them, so nobody sees a
+        # node older than its last beat. `_flushing` holds a batch until its commit is done.
+        self._beats: dict[str, Beat] = {}
+        self._flushing: dict[str, Beat] = {}
+        self._beats_lock = threading.Lock()
+        self.generation = 0  # +1 after every write() that changed a row (not beats): lets callers cache reads
         self._migrate()
 
     # ------------------------------------------------------------------ schema
@@ -158,6 +185,8 @@ class Store:
         with self._write_lock, Session(self.engine, expire_on_commit=False) as s:
             yield s
             s.commit()
+            if s.info.pop("changed", False):
+                self.generation += 1
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -171,11 +200,80 @@ class Store:
 
     def all_nodes(self) -> list[NodeRow]:
         with self.read() as s:
-            return list(s.exec(select(NodeRow).order_by(NodeRow.name)))
+            return self._with_beats(list(s.exec(select(NodeRow).order_by(NodeRow.name))))
 
     def get_node(self, node_id: str) -> NodeRow | None:
         with self.read() as s:
-            return s.get(NodeRow, node_id)
+            row = s.get(NodeRow, node_id)
+        return self._with_beats([row])[0] if row is not None else None
+
+    def _with_beats(self, rows: list[NodeRow]) -> list[NodeRow]:
+        with self._beats_lock:
+            if not (self._beats or self._flushing):
+                return rows
+            pending = {**self._flushing, **self._beats}
+        for row in rows:
+            beat = pending.get(row.id)
+            if beat is not None and (row.last_heartbeat is None or beat.at > row.last_heartbeat):
+                row.last_heartbeat = beat.at
+                if beat.memory_available_gb is not None:
+                    row.memory_available_gb = beat.memory_available_gb
+                if beat.instance is not None:
+                    row.agent_instance = beat.instance
+                if beat.came_back:
+                    row.online = True
+        return rows
+
+    def note_heartbeat(self, node_id: str, beat: Beat) -> None:
+        """A heartbeat that brings no new facts, written by the next flush_heartbeats()."""
+        with self._beats_lock:
+            prev = self._beats.get(node_id)
+            if prev is not None:  # two beats in one flush: keep the news of both
+                beat = beat._replace(memory_available_gb=beat.memory_available_gb
+                                     if beat.memory_available_gb is not None else prev.memory_available_gb,
+                                     instance=beat.instance or prev.instance,
+                                     came_back=beat.came_back or prev.came_back)
+            self._beats[node_id] = beat
+
+    def flush_heartbeats(self) -> int:
+        """Write every waiting heartbeat in one transaction; returns how many."""
+        with self._write_lock:
+            with self._beats_lock:
+                batch, self._beats = self._beats, {}
+                self._flushing = batch
+            if not batch:
+                return 0
+            try:
+                t = NodeRow.__table__
+                # Never move a node's time backwards: a registration or a slow-path heartbeat
+                # may have written a newer one since this beat was noted.
+                stmt = (t.update()
+                        .where(and_(t.c.id == bindparam("nid"),
+                                    or_(t.c.last_heartbeat.is_(None), t.c.last_heartbeat < bindparam("at"))))
+                        .values(last_heartbeat=bindparam("at"),
+                                memory_available_gb=func.coalesce(bindparam("mem"), t.c.memory_available_gb),
+                                agent_instance=func.coalesce(bindparam("inst"), t.c.agent_instance)))
+                back = [{"node_id": k, "at": b.at, "kind": "back", "message": "heartbeats resumed"}
+                        for k, b in batch.items() if b.came_back]
+                with self.engine.begin() as conn:
+                    conn.execute(stmt, [{"nid": k, "at": b.at, "mem": b.memory_available_gb, "inst": b.instance}
+                                        for k, b in batch.items()])
+                    if back:
+                        conn.execute(t.update().where(t.c.id.in_([e["node_id"] for e in back])).values(online=True))
+                        # Only for nodes that still exist: a node deleted since its beat is gone.
+                        live = {r[0] for r in conn.execute(select(t.c.id).where(t.c.id.in_([e["node_id"] for e in back])))}
+                        back = [e for e in back if e["node_id"] in live]
+                        if back:
+                            conn.execute(EventRow.__table__.insert(), back)
+            except Exception:
+                with self._beats_lock:  # keep them for the next flush rather than lose them
+                    for k, v in batch.items():
+                        self._beats.setdefault(k, v)
+                raise
+            finally:
+                with self._beats_lock:
+                    self._flushing = {}
+            return len(batch)
 
     def touch_node(self, node_id: str, now: float, *, facts_json: str | None = None,
                    memory_available_gb: float | None = None, came_back: bool = False,
@@ -213,6 +311,7 @@ class Store:
     # ------------------------------------------------------------------ events
 
     def events_for(self, node_id: str, limit: int = 50) -> list[EventRow]:
+        self.flush_heartbeats()  # a waiting beat may carry a "back" event
         with self.read() as s:
             rows = s.exec(select(EventRow).where(EventRow.node_id == node_id)
                           .order_by(EventRow.at.desc(), EventRow.id.desc()).limit(limit))

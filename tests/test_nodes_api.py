@@ -145,3 +145,50 @@ def test_cluster_summary(coordinator):
     assert s.nodes == 2
     assert s.nodes_by_status == {"ready": 1, "busy": 0, "draining": 1, "down": 0}
     assert (s.memory_gb, s.memory_available_gb) == (88.0, 50.0)
+
+
+def test_a_plain_heartbeat_is_seen_at_once_and_reaches_the_database_within_a_second(coordinator):
+    node = register(coordinator)
+    time.sleep(0.3)
+    before = time.time()
+    assert beat(coordinator, node, memory_available_gb=7.5).status_code == 200
+    with coordinator.client() as c:
+        n = c.node(node["node_id"])
+    # The API shows the beat before any flush: its time and the memory it brought.
+    assert n.last_heartbeat.timestamp() >= before - 0.01 and n.facts.memory_available_gb == 7.5
+    db = sqlite3.connect(coordinator.home / "coordinator.db")
+    stored = lambda: db.execute("SELECT last_heartbeat, memory_available_gb FROM nodes WHERE id=?",  # noqa: E731
+                                (node["node_id"],)).fetchone()
+    wait_for(lambda: stored()[0] >= before - 0.01 and stored()[1] == 7.5, timeout=3, what="the beat in SQLite")
+
+
+def test_beats_noted_in_memory_flush_in_one_batch_and_never_move_time_back(tmp_path):
+    from coordinator.store import Beat, NodeRow, Store
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    with store.write() as s:
+        for i in range(3):
+            s.add(NodeRow(id=f"n-00000000{i:02d}", name=f"n{i}", host="127.0.0.1", online=True,
+                          last_heartbeat=100.0, memory_available_gb=1.0))
+    store.note_heartbeat("n-0000000000", Beat(200.0, 5.0))
+    store.note_heartbeat("n-0000000001", Beat(50.0, 9.0))    # older than what is stored: ignored
+    store.note_heartbeat("n-0000000002", Beat(300.0, None))  # no memory sent: the stored one stays
+    seen = {r.name: (r.last_heartbeat, r.memory_available_gb) for r in store.all_nodes()}
+    assert seen == {"n0": (200.0, 5.0), "n1": (100.0, 1.0), "n2": (300.0, 1.0)}
+    assert store.get_node("n-0000000000").last_heartbeat == 200.0
+    generation = store.generation
+    assert store.flush_heartbeats() == 3 and store.flush_heartbeats() == 0
+    assert store.generation == generation  # beats do not invalidate cached job reads
+    with store.write() as s:  # a write that changes nothing leaves cached reads valid too
+        s.get(NodeRow, "n-0000000000")
+    assert store.generation == generation
+    with store.write() as s:
+        row = s.get(NodeRow, "n-0000000000")
+        row.drained = True
+        s.add(row)
+    assert store.generation == generation + 1
+    store.close()
+    again = Store(url)  # what a restarted coordinator reads from the file
+    assert {r.name: (r.last_heartbeat, r.memory_available_gb) for r in again.all_nodes()} == seen
+    again.close()
