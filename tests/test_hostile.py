@@ -188,6 +188,7 @@ HOSTILE_HOSTS = [
     "-oProxyCommand=sh", "../../etc/passwd", "..", "a..b", "%2e%2e%2f", "a/b", "a\\b", "", " ", "x" * 254,
     "a:b", "[::1]", "fe80::1%en0;id", "fe80::1%$(id)", "h\x00", "ünïcode.local", "'quoted'", '"q"', "*",
     "mini\n", "127.0.0.1\n",  # a trailing newline once slipped past `$` (now fullmatch)
+    "::", "0.0.0.0", "224.0.0.1", "0", "127.1", "10.1.2",  # no machine, or a shortened IPv4 address
 ]
 
 
