@@ -23,7 +23,7 @@ from sqlmodel import select
 from coordinator import trainer_jobs
 from coordinator.joblogs import JobLogs
 from coordinator.registry import Registry
-from coordinator.scheduler import Placement, Unplaceable, pick_ports, place
+from coordinator.scheduler import Placement, Unplaceable, pick_ports, place, reservation
 from coordinator.store import JobRow, RankRow, Store
 from shared import hostfiles
 from shared.progress import ProgressTracker, parse as parse_progress
@@ -143,7 +143,8 @@ class Jobs:
     # ------------------------------------------------------------------ scheduling
 
     def schedule(self) -> list[str]:
-        """Place every pending job that fits, oldest first. Returns the ids placed."""
+        """Place every pending job that fits, oldest first; the first that must wait for busy nodes
+        holds the nodes it could use, so younger jobs only run beside it. Returns the ids placed."""
         placed = []
         with self.lock:
             with self.store.read() as s:
@@ -152,13 +153,21 @@ class Jobs:
                 return placed
             views = self.registry.list_views()
             interfaces = self.registry.interfaces()
+            held: set[str] = set()  # nodes kept for the oldest job that waits only for busy nodes
+            holder: str | None = None
             for job in pending:
                 spec = JobSpec.model_validate_json(job.spec_json)
-                result = place(spec, job.backend, views, self.registry.config, self.registry.busy_nodes, interfaces,
-                               prefer_rank0=self._previous_rank0(job))
+                result = place(spec, job.backend, views, self.registry.config, self.registry.busy_nodes | held,
+                               interfaces, prefer_rank0=self._previous_rank0(job))
                 if isinstance(result, Unplaceable):
-                    if job.pending_reason != result.reason:
-                        self._update(job.id, pending_reason=result.reason)
+                    reason = result.reason
+                    if holder is None:
+                        held = reservation(spec, job.backend, views, self.registry.config, interfaces)
+                        holder = job.id if held else None
+                    elif held:
+                        reason += f" (nodes held for the older job {holder})"
+                    if job.pending_reason != reason:
+                        self._update(job.id, pending_reason=reason)
                         self.on_change(job.id)
                     continue
                 self._start(job, spec, result)

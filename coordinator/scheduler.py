@@ -121,6 +121,21 @@ def place(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConf
     return Placement(nodes=chosen, addresses=addresses)
 
 
+def reservation(spec: JobSpec, backend: str, nodes: list[NodeOut], config: ClusterConfig,
+                interfaces: dict[str, list[NetInterface]]) -> set[str]:
+    """The nodes to hold for a job that waits only because nodes are busy: those it could use.
+
+    Without this a wide job could wait for ever behind a stream of narrow ones, each taking the one
+    node that just freed. Empty when the job would not fit even with every node idle (down,
+    drained, too few of the right kind): holding nodes for it would only stall the others."""
+    idle = [n.model_copy(update={"status": "ready"}) if n.status == "busy" else n for n in nodes]
+    if not isinstance(place(spec, backend, idle, config, set(), interfaces), Placement):
+        return set()
+    if spec.node_names:
+        return {n.id for n in idle if n.name in spec.node_names}
+    return {n.id for n in idle if _why_not(n, spec, backend) is None}
+
+
 def order_for_ring(nodes: list[NodeOut], topo: topology.Topology) -> list[NodeOut]:
     """A stable rank order in which ring neighbours share a Thunderbolt cable where the topology
     allows it (a cabled cycle, else a cabled path); by name otherwise."""

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from shared.client import ApiError
-from tests.harness import REPO, AgentProcess, CoordinatorProcess, free_port, wait_for
+from tests.harness import REPO, AgentProcess, CoordinatorProcess, free_port_run, wait_for
 
 ALLSUM = str(REPO / "tests" / "ranks" / "allsum.py")
 EXPECTED = "sum [0, 3, 6, 9]"  # ranks 0 and 1 contribute arange(4) * 1 and * 2
@@ -118,6 +118,26 @@ def test_a_second_job_waits_pending_then_runs_as_soon_as_nodes_free(cluster):
         assert (two.started_at - one.ended_at).total_seconds() < 1.5  # not a heartbeat later
 
 
+def test_a_wide_job_is_not_overtaken_by_younger_narrow_ones(cluster):
+    """1-node job A holds a1; 2-node job B waits; 1-node job C, submitted after B, must not take the
+    free a2 and keep B waiting: it runs after B."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3)"]
+    quick = [sys.executable, "-c", "print('done')"]
+    with cluster.client() as c:
+        wait_idle(c)
+        a = c.submit({"command": sleeper, "nodes": 1, "backend": "ring"})
+        wait_for(lambda: c.job(a.id).status == "running", timeout=30)
+        b = c.submit({"command": quick, "nodes": 2, "backend": "ring"})
+        narrow = c.submit({"command": quick, "nodes": 1, "backend": "ring"})
+        time.sleep(1.0)
+        held = c.job(narrow.id)
+        assert held.status == "pending" and f"nodes held for the older job {b.id}" in held.pending_reason
+        jobs = [wait_job(c, j.id) for j in (a, b, narrow)]
+        assert [j.status for j in jobs] == ["succeeded"] * 3
+        assert jobs[1].started_at >= jobs[0].ended_at  # B needed both nodes
+        assert jobs[2].started_at >= jobs[1].started_at
+
+
 def test_mlx_hostfile_runs_under_the_real_mlx_launch(cluster, tmp_path):
     with cluster.client() as c:
         wait_idle(c)
@@ -131,7 +151,7 @@ def test_mlx_hostfile_runs_under_the_real_mlx_launch(cluster, tmp_path):
     path = tmp_path / "hosts.json"
     path.write_text(json.dumps(hostfile))
     launch = os.path.join(os.path.dirname(sys.executable), "mlx.launch")
-    out = subprocess.run([launch, "--hostfile", str(path), "--backend", "ring", "--starting-port", str(free_port()),
+    out = subprocess.run([launch, "--hostfile", str(path), "--backend", "ring", "--starting-port", str(free_port_run(2)),
                           "--", sys.executable, ALLSUM], capture_output=True, text=True, timeout=120,
                          stdin=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert out.stdout.count(EXPECTED) == 2, out.stdout + out.stderr

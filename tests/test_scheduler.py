@@ -3,7 +3,7 @@ rank addresses (Thunderbolt bridge, forced interface) and ports."""
 
 from __future__ import annotations
 
-from coordinator.scheduler import Placement, Unplaceable, pick_ports, place
+from coordinator.scheduler import Placement, Unplaceable, pick_ports, place, reservation
 from shared.cluster_config import ClusterConfig
 from shared.schemas import JobSpec, MPIInfo, NetInterface, NodeOut, ThunderboltInfo
 
@@ -138,3 +138,18 @@ def test_a_restart_keeps_rank_0_where_the_checkpoints_are():
     assert got.nodes[0].name == "c" and len(got.nodes) == 2
     got = place(spec(nodes=2), "ring", nodes, CFG, {"n-c"}, {}, prefer_rank0="n-c")  # c busy: elsewhere
     assert [n.name for n in got.nodes] == ["a", "b"]
+
+
+def test_a_job_waiting_for_busy_nodes_holds_what_it_could_use_and_no_more():
+    nodes = [node("a", status="busy"), node("b"), node("c", role="evaluator"), node("d", status="down")]
+    wide = spec(nodes=2, roles=["trainer"])
+    assert isinstance(place(wide, "ring", nodes, CFG, set(), {}), Unplaceable)
+    held = reservation(wide, "ring", nodes, CFG, {})
+    assert held == {"n-a", "n-b"}  # not the evaluator, not the down node
+    # A younger 1-node trainer job cannot take b; an evaluator job can still use c.
+    assert isinstance(place(spec(nodes=1, roles=["trainer"]), "ring", nodes, CFG, held, {}), Unplaceable)
+    got = place(spec(nodes=1, roles=["evaluator"]), "ring", nodes, CFG, held, {})
+    assert isinstance(got, Placement) and [n.name for n in got.nodes] == ["c"]
+    # A job that would not fit even with every node idle holds nothing: it must not stall others.
+    assert reservation(spec(nodes=3, roles=["trainer"]), "ring", nodes, CFG, {}) == set()
+    assert reservation(spec(node_names=["a"]), "ring", nodes, CFG, {}) == {"n-a"}
