@@ -10,6 +10,7 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator.api import cluster, jobs as jobs_api, nodes
@@ -135,7 +136,8 @@ def create_app(settings: Settings) -> FastAPI:
             store.flush_heartbeats()
             store.close()
 
-    app = FastAPI(
+    # A leader on a Thunderbolt-only network has no CDN to fetch Swagger UI from: serve it ourselves.
+    app = FastAPIOffline(
         title="Jupiter coordinator",
         version=__version__,
         description="Nodes report in; jobs go out. Every route but /healthz and the docs needs "

@@ -64,6 +64,17 @@ def test_page_and_its_files_are_open_and_load_nothing_from_elsewhere(coordinator
     assert "/" not in httpx.get(coordinator.url + "/openapi.json", timeout=5).json()["paths"]
 
 
+def test_the_docs_pages_load_only_the_coordinators_own_files(coordinator):
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(coordinator.url + page, timeout=5)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        refs = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", html.text)
+        refs = [a or b for a, b in refs]
+        assert refs and all(r.startswith("/") for r in refs), (page, refs)
+        for ref in refs:
+            assert httpx.get(coordinator.url + ref, timeout=5).status_code == 200, ref
+
+
 def test_the_static_files_ship_with_the_package():
     text = (REPO / "pyproject.toml").read_text()
     globs = re.search(r'\[tool\.setuptools\.package-data\]\s*"\*"\s*=\s*\[([^\]]*)\]', text).group(1)
@@ -474,3 +485,28 @@ def test_dashboard_live_in_chromium(tmp_path, browser):
         browser.screenshot(ARTIFACTS / "dashboard-unreachable.png")
     finally:
         stop_scenery(coord, agents, macs)
+
+
+def test_the_api_docs_page_works_with_no_internet(coordinator, browser):
+    """/docs is Swagger UI served by the coordinator itself: every operation is listed, one can be
+    tried from the page, and nothing is fetched from anywhere but the coordinator."""
+    browser.send("Network.enable")
+    browser.goto(coordinator.url + "/docs")
+    operations = sum(len(ops) for ops in httpx.get(coordinator.url + "/openapi.json", timeout=5).json()["paths"].values())
+    browser.wait_js(f"document.querySelectorAll('.opblock').length === {operations}", what="every operation listed")
+    assert "Jupiter coordinator" in browser.js("document.querySelector('.info .title').textContent")
+    # Try GET /healthz from the page, as a user would: open it, "Try it out", "Execute".
+    browser.js("""(() => { const op = [...document.querySelectorAll('.opblock')].find(
+        o => o.querySelector('.opblock-summary-path').textContent.trim() === '/healthz');
+        op.querySelector('.opblock-summary-control').click(); return true; })()""")
+    browser.wait_js("!!document.querySelector('.opblock.is-open .try-out__btn')", what="operation opened")
+    browser.js("document.querySelector('.opblock.is-open .try-out__btn').click(); true")
+    browser.wait_js("!!document.querySelector('.opblock.is-open .execute')", what="execute button")
+    browser.js("document.querySelector('.opblock.is-open .execute').click(); true")
+    browser.wait_js("(document.querySelector('.opblock.is-open .live-responses-table tr.response .response-col_status')"
+                    " || {}).textContent?.trim() === '200'", what="the 200 shown in the page")
+    body = browser.js("document.querySelector('.opblock.is-open .live-responses-table tr.response code').textContent")
+    assert json.loads(body)["status"] == "ok"
+    fetched = [ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"]
+    assert fetched and all(u.startswith(coordinator.url + "/") or u.startswith("data:") for u in fetched), fetched
+    assert browser.problems() == []
