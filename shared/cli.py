@@ -121,8 +121,8 @@ def agent(
         _fail(f"--name {name!r}: use letters, digits, spaces and . _ ( ) + - (at most 64)")
     try:
         validate_host(host)
-    except ValueError:
-        _fail(f"--host {host!r}: use a DNS name or an IP address")
+    except ValueError as exc:
+        _fail(f"--host: {exc}")
     cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
                       state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python)
     ag = Agent(cfg)

@@ -75,10 +75,7 @@ def _is_int(v: object) -> bool:
 def _host(value: object, what: str = "host") -> str:
     if not isinstance(value, str):
         raise ValueError(f"invalid {what} {value!r}: must be a string")
-    try:
-        return validate_host(value)
-    except ValueError:
-        raise ValueError(f"invalid {what} {value!r}: use a DNS name or an IP address") from None
+    return validate_host(value, what)
 
 
 def _port(value: object) -> int:

@@ -278,7 +278,7 @@ class ErrorOut(BaseModel):
     detail: str | list | dict
 
 
-def validate_host(value: str) -> str:
+def validate_host(value: str, what: str = "host") -> str:
     """Raise ValueError unless `value` is safe to use as a host in argv and hostfiles:
     an IPv4/IPv6 literal, or a DNS-style name that no shell or hostfile reader can misread."""
     try:
@@ -287,16 +287,16 @@ def validate_host(value: str) -> str:
         ip = None
     if ip is not None:
         if ip.is_unspecified or ip.is_multicast:
-            raise ValueError(f"invalid host {value!r}: {'an unspecified' if ip.is_unspecified else 'a multicast'} "
+            raise ValueError(f"invalid {what} {value!r}: {'an unspecified' if ip.is_unspecified else 'a multicast'} "
                              f"address names no machine; use the node's own address")
         # fullmatch: no trailing newline either; a scope id (fe80::1%en0) is otherwise free text
         if re.fullmatch(r"[0-9A-Za-z:.%_-]+", value):
             return value
     # fullmatch: with match, `$` would also accept a trailing newline ("mini\n")
     if not isinstance(value, str) or not HOST_RE.fullmatch(value) or ".." in value or ":" in value:
-        raise ValueError(f"invalid host {value!r}: use a DNS name or an IP address")
+        raise ValueError(f"invalid {what} {value!r}: use a DNS name or an IP address")
     if re.fullmatch(r"[0-9.]+", value):  # "0", "127.1", "10.1.2": resolvers read them as IPv4 addresses
-        raise ValueError(f"invalid host {value!r}: all digits, which resolvers take for a shortened IPv4 "
+        raise ValueError(f"invalid {what} {value!r}: all digits, which resolvers take for a shortened IPv4 "
                          f"address; write the address in full or use a name")
     return value
 
