@@ -249,6 +249,10 @@ def test_path_traversal_in_ids_is_refused(coord, method, route):
 def test_traversal_in_query_values_is_refused(coord):
     h = hdr(coord.admin_token)
     job = httpx.post(coord.url + "/jobs", headers=h, json={"name": "victim-job", "command": CMD}).json()
+    # The scheduler's first look at the job rewrites its pending reason; let that happen before
+    # the "nothing stored" snapshots, or a busy machine makes it land between them.
+    wait_for(lambda: httpx.get(f"{coord.url}/jobs/{job['id']}", headers=h).json()["pending_reason"]
+             != "waiting for the scheduler", timeout=10, what="the scheduler's first look")
     try:
         for path, params in [(f"/jobs/{job['id']}/hostfile", {"format": "../../etc/passwd"}),
                              (f"/jobs/{job['id']}/logs", {"offset": "-1"}),
