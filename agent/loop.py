@@ -19,11 +19,21 @@ from pathlib import Path
 
 import httpx
 
-from agent.ranks import RankRunner
+from agent.ranks import RankRunner, default_work_dir
 from agent.state import AgentState, Enrolment, SetupError, find_join_token
 from agent.system import LocalSystem, System
-from shared.client import ApiError, Client
+from shared.client import ApiError, Client, default_verify
 from shared.schemas import HeartbeatRequest, HeartbeatResponse, NodeFacts, OrdersRequest, RankReport, RegisterRequest
+from shared.tlspin import (
+    JoinString,
+    PinMismatch,
+    context_for,
+    fetch_pinned_ca,
+    fingerprint,
+    is_https,
+    is_loopback_url,
+    parse_join,
+)
 
 log = logging.getLogger("jupiter.agent")
 
@@ -39,6 +49,7 @@ class AgentConfig:
     state_dir: Path
     python: str
     join_token: str | None = None
+    work_dir: Path | None = None  # where ranks run; default: ranks.default_work_dir(state_dir)
     full_facts_every_s: float = FULL_FACTS_EVERY_S
     system: System = field(default_factory=LocalSystem)
 
@@ -55,8 +66,9 @@ class Agent:
         self._sent_facts_json: str | None = None
         self._link = "starting"  # for one log line per state change
         self.instance = secrets.token_hex(8)  # tells the coordinator when this agent restarted
-        self.runner = RankRunner(cfg.state_dir, cfg.python, cfg.name)
+        self.runner = RankRunner(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.python, cfg.name)
         self._local = threading.local()
+        self._ssl = None  # how the coordinator is verified, settled at first contact
 
     # ------------------------------------------------------------------ facts
 
@@ -81,8 +93,39 @@ class Agent:
 
     # ------------------------------------------------------------------ protocol
 
+    def _trust(self):
+        """How to verify the coordinator: the CA pinned at enrolment (kept in the state dir), or
+        one fetched now and checked against the join string's pin before anything is sent."""
+        url = self.cfg.coordinator
+        if not is_https(url):
+            if not is_loopback_url(url):
+                raise SetupError(f"refusing plain HTTP to {url}: off loopback the coordinator speaks HTTPS "
+                                 f"(use https://, and give the join string, which pins its certificate)")
+            return True
+        if self._ssl is not None:
+            return self._ssl
+        pem = self.state.load_ca()
+        join = self._join_string(required=False)
+        if join is not None and join.pin and (pem is None or fingerprint(pem) != join.pin):
+            pem = fetch_pinned_ca(url, join.pin)  # raises PinMismatch: nothing secret has been sent
+            self.state.save_ca(pem)
+        self._ssl = context_for(pem) if pem is not None else default_verify(url)
+        return self._ssl
+
+    def _join_string(self, *, required: bool = True) -> JoinString | None:
+        token = self.cfg.join_token or find_join_token()
+        if not token:
+            if not required:
+                return None
+            raise SetupError("no join token: set JUPITER_JOIN_TOKEN or JUPITER_JOIN_TOKEN_FILE "
+                             "(the coordinator keeps it in $JUPITER_HOME/join.token on the leader)")
+        try:
+            return parse_join(token)
+        except ValueError as exc:
+            raise SetupError(f"join token: {exc}") from None
+
     def _client(self, token: str | None) -> Client:
-        return Client(self.cfg.coordinator, token, timeout=10.0)
+        return Client(self.cfg.coordinator, token, timeout=10.0, verify=self._trust())
 
     def _node_client(self) -> Client:
         """This thread's client for our node token, kept open: building one costs ~16 ms of CPU
@@ -95,19 +138,23 @@ class Agent:
             local.client, local.token = self._client(token), token
         return local.client
 
-    def _register(self) -> Enrolment:
-        token = self.cfg.join_token or find_join_token()
-        if not token:
-            raise SetupError("no join token: set JUPITER_JOIN_TOKEN or JUPITER_JOIN_TOKEN_FILE "
-                             "(the coordinator keeps it in $JUPITER_HOME/join.token on the leader)")
+    def _register(self, previous: Enrolment | None = None) -> Enrolment:
+        join = self._join_string()
+        self._trust()  # pin the coordinator's certificate before the secret goes anywhere
         self._refresh_facts(force=True)
-        with self._client(token) as c:
-            resp = c.register(RegisterRequest(name=self.cfg.name, host=self.cfg.host, facts=self.facts))
-        enr = Enrolment(self.cfg.coordinator, resp.node_id, resp.node_token)
+        req = RegisterRequest(name=self.cfg.name, host=self.cfg.host, facts=self.facts,
+                              node_key=self.state.node_key(),
+                              node_token=previous.node_token if previous is not None else None)
+        with self._client(join.bearer()) as c:
+            resp = c.register(req)
+        enr = Enrolment(self.cfg.coordinator, resp.node_id, resp.node_token, key_bound=True)
         self.state.save(enr)
         self.interval = resp.heartbeat_interval_s
         self._sent_facts_json = self.facts.model_dump_json(exclude={"memory_available_gb"})
         log.info("registered as %s (%s) with %s", self.cfg.name, resp.node_id, self.cfg.coordinator)
+        if not resp.admitted:
+            log.warning("node %s is pending: it gets no work until an admin approves it "
+                        "(jupiter nodes approve '%s')", self.cfg.name, self.cfg.name)
         return enr
 
     def _beat(self) -> None:
@@ -133,7 +180,10 @@ class Agent:
         """One round: (re)register if needed and heartbeat. Returns seconds to wait."""
         if self.enrolment is None:
             self.state.check_writable()
-            self.enrolment = self.state.load(self.cfg.coordinator) or self._register()
+            saved = self.state.load(self.cfg.coordinator)
+            # Enrolled by a Jupiter without node keys: register once more, showing the node token
+            # we hold, so the coordinator binds our key to the node.
+            self.enrolment = saved if saved is not None and saved.key_bound else self._register(saved)
         self._beat()
         self._set_link("connected", f"heartbeating to {self.cfg.coordinator} every {self.interval:g} s")
         return self.interval
@@ -151,7 +201,7 @@ class Agent:
             try:
                 self.apply(self._node_client().orders(enr.node_id, OrdersRequest(ranks=self.runner.states(), wait_s=20)))
                 failures = 0
-            except (ApiError, httpx.TransportError, OSError):
+            except (ApiError, httpx.TransportError, OSError, SetupError, PinMismatch):
                 failures += 1
                 self.stop_event.wait(self._backoff(failures))
 
@@ -178,7 +228,7 @@ class Agent:
                     last_states = sent
                     self.runner.forget_finished()
                 failures = 0
-            except (ApiError, httpx.TransportError, OSError):
+            except (ApiError, httpx.TransportError, OSError, SetupError, PinMismatch):
                 failures += 1
                 self.stop_event.wait(self._backoff(failures))
             self.stop_event.wait(0.05)
@@ -212,6 +262,10 @@ class Agent:
             try:
                 wait = self.step()
                 failures = 0
+            except PinMismatch as exc:
+                failures += 1
+                wait = self._backoff(failures)
+                self._set_link("pin-mismatch", f"cannot enrol: {exc}; retrying with backoff")
             except SetupError as exc:
                 # Nothing the coordinator can fix: say so once and look again later, without
                 # exiting (a service manager would restart us into a loop) or calling out.

@@ -1,9 +1,11 @@
 """The rank runner: starts the ranks the coordinator assigns to this node and watches them.
 
 Each rank is its own process group (so a stop reaches everything it spawned), with MLX_RANK,
-MLX_HOSTFILE, JUPITER_* and the job's env. Output is kept as numbered lines until the coordinator
-acknowledges them, so nothing is lost while it is away; exit codes are what the OS reports, never
-a wrapper's guess (mlx.launch, for one, always exits 0).
+MLX_HOSTFILE, JUPITER_* and the job's env and secret_env over an allowlist of the agent's own
+environment (shared.rankenv: never the agent's tokens), in `<work dir>/jobs/<job>/<attempt>`,
+a folder apart from the agent's state dir and its node token. Output is kept as numbered lines
+until the coordinator acknowledges them, so nothing is lost while it is away; exit codes are what
+the OS reports, never a wrapper's guess (mlx.launch, for one, always exits 0).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.paths import jupiter_home
 from shared.procgroup import terminate_group
+from shared.rankenv import private_dir, rank_env, safe_part
 from shared.schemas import RankAssignment, RankOutput, RankState
+from shared.text import plain
 
 log = logging.getLogger("jupiter.ranks")
 
@@ -69,9 +74,28 @@ def port_problem(a: RankAssignment) -> str | None:
     return None
 
 
+def default_work_dir(state_dir: Path) -> Path:
+    """Where ranks run when --work-dir is not given: `<$JUPITER_HOME>-work/<state dir's name>`,
+    e.g. ~/.jupiter-work/agent beside ~/.jupiter. Outside $JUPITER_HOME, which on a leader that
+    is also a node holds the coordinator's tokens, and outside the agent's state dir."""
+    home = jupiter_home().absolute()
+    return home.parent / f"{home.name}-work" / Path(state_dir).absolute().name
+
+
+def work_dir_problem(work_dir: Path, state_dir: Path) -> str | None:
+    """Why `work_dir` cannot hold ranks beside `state_dir`, or None. Neither may contain the
+    other: a rank must not reach the node token by a relative path."""
+    work, state = Path(work_dir).absolute().resolve(), Path(state_dir).absolute().resolve()
+    if work == state or state in work.parents:
+        return f"--work-dir {work_dir} is inside the state dir {state_dir}, which holds the node's token"
+    if work in state.parents:
+        return f"--work-dir {work_dir} contains the state dir {state_dir}, which holds the node's token"
+    return None
+
+
 class RankRunner:
-    def __init__(self, state_dir: Path, python: str, node_name: str):
-        self.state_dir = Path(state_dir)
+    def __init__(self, work_dir: Path, python: str, node_name: str):
+        self.work_dir = Path(work_dir)  # ranks run below it; never the agent's state dir
         self.python = python
         self.node_name = node_name
         self._ranks: dict[tuple[str, int, int], Rank] = {}  # (job, attempt, rank)
@@ -86,12 +110,13 @@ class RankRunner:
             if key in self._ranks:
                 return  # orders repeat until our report arrives; start each rank once
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
-        folder = self.state_dir / "jobs" / a.job_id / str(a.attempt)
-        problem = port_problem(a)
+        problem = port_problem(a) if safe_part(a.job_id) else f"cannot start: bad job id {a.job_id!r}"
+        folder = self.work_dir / "jobs" / a.job_id / str(a.attempt)
         if problem:
             self._exited(r, 98, problem)
             return
         try:
+            private_dir(self.work_dir)
             folder.mkdir(parents=True, exist_ok=True)
             env = self._env(a, folder)
             argv = list(a.command)
@@ -108,18 +133,15 @@ class RankRunner:
         threading.Thread(target=self._pump, args=(r,), name=f"rank-{a.job_id}-{a.rank}", daemon=True).start()
 
     def _env(self, a: RankAssignment, folder: Path) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("JUPITER_TOKEN", None)
-        env.pop("JUPITER_JOIN_TOKEN", None)  # ranks run user code: no secrets of ours
-        env.update(a.env)
-        env.update(JUPITER_JOB_ID=a.job_id, JUPITER_RANK=str(a.rank), JUPITER_WORLD_SIZE=str(a.world_size),
+        # Ranks run user code: an allowlist of ours, never a copy (no token, no $JUPITER_HOME).
+        own = dict(JUPITER_JOB_ID=a.job_id, JUPITER_RANK=str(a.rank), JUPITER_WORLD_SIZE=str(a.world_size),
                    JUPITER_LOCAL_RANK=str(a.local_rank), JUPITER_NODE=self.node_name, JUPITER_ATTEMPT=str(a.attempt),
-                   PYTHONUNBUFFERED="1")
+                   JUPITER_JOB_DIR=str(folder.parent), PWD=str(folder))
         if a.backend == "ring" and a.hostfile is not None:
             hostfile = folder / f"hostfile-{a.rank}.json"
             hostfile.write_text(json.dumps(a.hostfile))
-            env.update(MLX_RANK=str(a.rank), MLX_HOSTFILE=str(hostfile))
-        return env
+            own.update(MLX_RANK=str(a.rank), MLX_HOSTFILE=str(hostfile))
+        return rank_env(os.environ, a.env, a.secret_env, own)
 
     def _pump(self, r: Rank) -> None:
         assert r.proc and r.proc.stdout
@@ -138,7 +160,8 @@ class RankRunner:
     def _exited(self, r: Rank, code: int, reason: str | None) -> None:
         with self._lock:
             r.state, r.exit_code, r.ended_at = "exited", code, time.time()
-            r.reason = reason
+            # The wire takes plain text of at most 256 characters (an error's text may hold anything).
+            r.reason = plain(reason)[:256] if reason else reason
             if reason and code in (98, 127):
                 r.lines.append(reason)
         log.info("rank %d of %s exited with %s", r.rank, r.job_id, code)

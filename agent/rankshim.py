@@ -9,7 +9,12 @@ when its command ends (negative code: killed by that signal), and exits with the
 It also prints `JUPITER_RANK_START {"rank": 1}` first, so the coordinator knows the rank really
 started on its host (mpirun may still fail to reach another one).
 
-    python -m agent.rankshim -- CMD ARGS...
+Before the command starts, the shim narrows the environment mpirun gave it to the ranks'
+allowlist (shared.rankenv) plus the names in `--keep` (the job's env and secret_env), and moves
+into the rank's own folder, `<temp dir>/jupiter-ranks-<uid>/jobs/<job>/<attempt>` on this host:
+never the coordinator's folder below $JUPITER_HOME that mpirun was started in.
+
+    python -m agent.rankshim [--keep=NAME,NAME] -- CMD ARGS...
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+from shared.rankenv import mpi_rank_root, private_dir, safe_part, shim_filter
 
 MARKER = "JUPITER_RANK_EXIT "
 START_MARKER = "JUPITER_RANK_START "
@@ -31,15 +39,33 @@ def rank_from_env() -> int:
     return 0
 
 
+def rank_folder(environ) -> Path | None:
+    """This rank's own folder on this host (created, private), or None outside a Jupiter job."""
+    job, attempt = environ.get("JUPITER_JOB_ID", ""), environ.get("JUPITER_ATTEMPT", "0")
+    if not (safe_part(job) and attempt.isdigit()):
+        return None
+    folder = private_dir(mpi_rank_root()) / "jobs" / job / attempt
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def main(argv: list[str]) -> int:
+    keep: list[str] = []
+    if argv and argv[0].startswith("--keep="):
+        keep = [k for k in argv[0][len("--keep="):].split(",") if k]
+        argv = argv[1:]
     if not argv or argv[0] != "--" or len(argv) < 2:
-        print("usage: python -m agent.rankshim -- CMD ARGS...", file=sys.stderr)
+        print("usage: python -m agent.rankshim [--keep=NAME,...] -- CMD ARGS...", file=sys.stderr)
         return 2
     rank = rank_from_env()
     os.environ["JUPITER_RANK"] = str(rank)
     print(START_MARKER + json.dumps({"rank": rank}), flush=True)
+    env = shim_filter(os.environ, keep)
     try:
-        child = subprocess.Popen(argv[1:])
+        folder = rank_folder(env)
+        if folder is not None:  # (mpirun's PWD named the folder it was started in)
+            env.update(JUPITER_JOB_DIR=str(folder.parent), PWD=str(folder))
+        child = subprocess.Popen(argv[1:], env=env, cwd=folder)
     except OSError as exc:
         print(f"cannot start {argv[1]!r}: {exc}", flush=True)
         print(MARKER + json.dumps({"rank": rank, "code": 127}), flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ class Enrolment:
     coordinator: str
     node_id: str
     node_token: str
+    key_bound: bool = False  # the coordinator knows our node key (False: enrolled by an older Jupiter)
 
 
 class SetupError(RuntimeError):
@@ -57,10 +59,38 @@ class AgentState:
                                 f"fix its permissions or free space") from None
 
     def forget(self) -> None:
+        """Drop the enrolment (node id and token); the node key stays: it is who we are."""
         try:
             self.path.unlink()
         except OSError:
             pass
+
+    def node_key(self) -> str:
+        """This agent's own secret, made at first enrolment and shown at every registration, so
+        nobody holding only a join token can take this node's name."""
+        path = self.dir / "node.key"
+        key = read_secret(path)
+        if key is None:
+            key = "nk_" + secrets.token_urlsafe(32)
+            try:
+                write_secret(path, key)
+            except OSError as exc:
+                raise StateDirError(f"cannot save the node key in {self.dir} ({exc.strerror}); "
+                                    f"fix its permissions or free space") from None
+        return key
+
+    def load_ca(self) -> bytes | None:
+        """The coordinator CA this agent pinned at enrolment, if any."""
+        try:
+            return (self.dir / "ca.pem").read_bytes()
+        except OSError:
+            return None
+
+    def save_ca(self, pem: bytes) -> None:
+        try:
+            write_secret(self.dir / "ca.pem", pem.decode().strip())
+        except OSError as exc:
+            raise StateDirError(f"cannot save the coordinator's CA in {self.dir} ({exc.strerror})") from None
 
 
 def find_join_token() -> str | None:

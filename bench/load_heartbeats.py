@@ -48,7 +48,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import CoordinatorProcess, sample_facts  # noqa: E402
+from tests.harness import CoordinatorProcess, sample_facts, registration  # noqa: E402
 
 THUNDERBOLT = sample_facts()["thunderbolt"]
 
@@ -161,8 +161,8 @@ def run(args) -> dict:
         nodes = []
         with httpx.Client(base_url=coord.url, headers={"Authorization": f"Bearer {coord.join_token}"}, timeout=10) as c:
             for i in range(args.agents):
-                r = c.post("/nodes/register", json={"name": f"sim-{i:04d}", "host": f"sim-{i:04d}.local",
-                                                    "facts": sample_facts(f"m-sim-{i:04d}", hostname=f"sim-{i:04d}.local")})
+                r = c.post("/nodes/register", json=registration(
+                    f"sim-{i:04d}", f"sim-{i:04d}.local", sample_facts(f"m-sim-{i:04d}", hostname=f"sim-{i:04d}.local")))
                 r.raise_for_status()
                 nodes.append((i, r.json()["node_id"], r.json()["node_token"]))
         beats = int(args.seconds / args.interval)

@@ -3,8 +3,18 @@ measured beside a trivial endpoint on the same server in the same run (ratios, n
 because this machine is shared and noisy).
 
     .venv/bin/python bench/registry_bench.py [--nodes 1000] [--seconds 5] [--concurrency 8]
+                                             [--rounds 3] [--no-tls]
 
-Targets (issue 2): heartbeats >= 0.5x the trivial endpoint's rate; GET /nodes median < 50 ms.
+By default the server speaks HTTPS with the certificate the coordinator makes for itself
+(`app.state.tls`) and the load generator trusts exactly its CA, as an agent does; `--no-tls` runs
+the same bench over plain HTTP for comparison. Every client keeps its connections open (as agents
+keep one client per thread), and the JSON says how many connections the measured phases opened.
+The trivial endpoint and the heartbeat take turns for `--rounds` rounds of `--seconds` each, so a
+burst of someone else's load hits both; the ratio is over the totals. Server and load-generator
+CPU per request come from the processes' CPU times.
+
+Targets: heartbeats >= 0.8x the trivial endpoint's rate over HTTPS (issue 2 asked 0.5x over plain
+HTTP); GET /nodes median < 50 ms.
 """
 
 from __future__ import annotations
@@ -21,11 +31,17 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import free_port, sample_facts, wait_for  # noqa: E402
+from shared.tlspin import context_for  # noqa: E402
+from tests.harness import free_port, sample_facts, wait_for, registration  # noqa: E402
+
+# Environment tokens must be at least 32 characters long.
+JOIN = "bench-join-" + "b" * 32
+ADMIN = "bench-admin-" + "a" * 32
 
 SERVER = """
 import sys
@@ -34,12 +50,24 @@ from coordinator.app import create_app
 from coordinator.settings import Settings
 from pathlib import Path
 import uvicorn
-home, port = Path(sys.argv[1]), int(sys.argv[2])
-app = create_app(Settings(home=home, port=port, config_path=None, heartbeat_interval_s=5, down_after_s=3600))
+home, port, tls = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "tls"
+app = create_app(Settings(home=home, port=port, config_path=None, heartbeat_interval_s=5, down_after_s=3600,
+                          tls=tls))
 @app.get("/noop")
 def noop():  # the baseline: a trivial sync endpoint, no auth, no database
     return {"ok": True}
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+seen = set()  # (address, port) of every client connection that sent a request
+async def counted(scope, receive, send):  # one set.add per request, for both endpoints alike
+    if scope["type"] == "http":
+        seen.add(tuple(scope.get("client") or ()))
+        if scope["path"] == "/_bench/connections":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": str(len(seen)).encode()})
+            return
+    await app(scope, receive, send)
+ssl = {"ssl_certfile": str(app.state.tls.certfile), "ssl_keyfile": str(app.state.tls.keyfile)} if tls else {}
+# keep-alive as coordinator.app.serve() sets it (max(75 s, 3 heartbeat intervals)), not uvicorn's 5 s
+uvicorn.run(counted, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=75, **ssl)
 """
 
 
@@ -67,23 +95,55 @@ async def rate(client: httpx.AsyncClient, make_request, seconds: float, concurre
     return len(lat) / elapsed, lat
 
 
+class Meter:
+    """CPU seconds of the server process and of this load generator around one phase."""
+
+    def __init__(self, server_pid: int):
+        self.server = psutil.Process(server_pid)
+
+    def __enter__(self) -> "Meter":
+        self.s0, self.c0 = self._server(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server_cpu, self.client_cpu = self._server() - self.s0, time.process_time() - self.c0
+
+    def _server(self) -> float:
+        t = self.server.cpu_times()
+        return t.user + t.system
+
+
 async def main_async(args) -> dict:
     home = Path(tempfile.mkdtemp(prefix="jupiter-bench-"))
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     port = free_port()
-    env = dict(os.environ, JUPITER_HOME=str(home), JUPITER_TOKEN="bench-admin", JUPITER_JOIN_TOKEN="bench-join")
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port)], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, JUPITER_HOME=str(home), JUPITER_TOKEN=ADMIN, JUPITER_JOIN_TOKEN=JOIN)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port), "tls" if args.tls else "plain"],
+                            cwd=REPO, env=env)
+    url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}"
+
+    def trust():  # exactly the coordinator's own CA (made at its start), as a pinned agent trusts it
+        return context_for((home / "tls" / "ca.pem").read_bytes()) if args.tls else True
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        return httpx.get(url + "/healthz", verify=trust()).status_code == 200
+
     try:
-        wait_for(lambda: httpx.get(url + "/healthz").status_code == 200, timeout=30)
+        wait_for(healthy, timeout=30)
+        verify = trust()
         nodes = []
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer bench-join"}) as c:
+        async with httpx.AsyncClient(base_url=url, verify=verify, headers={"Authorization": f"Bearer {JOIN}"}) as c:
             for i in range(args.nodes):
-                r = await c.post("/nodes/register", json={"name": f"node-{i:04d}", "host": f"10-0-{i // 250}-{i % 250}.local",
-                                                          "facts": sample_facts(f"machine-{i}")})
+                r = await c.post("/nodes/register", json=registration(
+                    f"node-{i:04d}", f"10-0-{i // 250}-{i % 250}.local", sample_facts(f"machine-{i}")))
                 r.raise_for_status()
                 nodes.append(r.json())
-        limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
+        # httpx drops a connection idle for 5 s by default; keep ours across the phases that idle some
+        limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency,
+                              keepalive_expiry=120)
+        async with httpx.AsyncClient(base_url=url, verify=verify, limits=limits, timeout=30) as c:
             async def noop(cl, i, n):
                 return await cl.get("/noop")
 
@@ -93,28 +153,70 @@ async def main_async(args) -> dict:
                                     headers={"Authorization": f"Bearer {node['node_token']}"})
 
             async def list_nodes(cl, i, n):
-                return await cl.get("/nodes", headers={"Authorization": "Bearer bench-admin"})
+                return await cl.get("/nodes", headers={"Authorization": f"Bearer {ADMIN}"})
 
-            await rate(c, noop, 1.0, args.concurrency)  # warm-up
-            noop_rate, noop_lat = await rate(c, noop, args.seconds, args.concurrency)
-            beat_rate, beat_lat = await rate(c, beat, args.seconds, args.concurrency)
-            # Latency of a single client listing nodes (what a person or the dashboard does).
-            _, list_lat = await rate(c, list_nodes, args.seconds, 1)
-            _, noop1_lat = await rate(c, noop, args.seconds, 1)
-            body = (await c.get("/nodes", headers={"Authorization": "Bearer bench-admin"})).json()
-            assert len(body) == args.nodes
+            async def connections() -> int:
+                return int((await cl_extra.get("/_bench/connections")).text)
+
+            async with httpx.AsyncClient(base_url=url, verify=verify, timeout=30,
+                                         limits=httpx.Limits(keepalive_expiry=120)) as cl_extra:
+                await rate(c, noop, 1.0, args.concurrency)  # warm-up: opens the pool's connections
+                await rate(c, beat, 1.0, args.concurrency)
+                conns0 = await connections()
+                kinds = {"noop": noop, "heartbeat": beat}
+                done = {k: 0 for k in kinds}
+                wall = {k: 0.0 for k in kinds}
+                server_cpu = {k: 0.0 for k in kinds}
+                client_cpu = {k: 0.0 for k in kinds}
+                lats = {k: [] for k in kinds}
+                rounds = []
+                for r in range(args.rounds):
+                    order = list(kinds) if r % 2 == 0 else list(kinds)[::-1]
+                    this = {}
+                    for k in order:
+                        with Meter(proc.pid) as m:
+                            t = time.perf_counter()
+                            got, lat = await rate(c, kinds[k], args.seconds, args.concurrency)
+                            wall[k] += time.perf_counter() - t
+                        done[k] += len(lat)
+                        lats[k] += lat
+                        server_cpu[k] += m.server_cpu
+                        client_cpu[k] += m.client_cpu
+                        this[k] = got
+                    rounds.append({"noop_req_per_s": round(this["noop"]), "heartbeat_req_per_s": round(this["heartbeat"]),
+                                   "heartbeat_vs_noop": round(this["heartbeat"] / this["noop"], 3),
+                                   "connections_so_far": await connections() - conns0})
+                # Latency of a single client listing nodes (what a person or the dashboard does).
+                _, list_lat = await rate(c, list_nodes, args.seconds, 1)
+                _, noop1_lat = await rate(c, noop, args.seconds, 1)
+                body = (await c.get("/nodes", headers={"Authorization": f"Bearer {ADMIN}"})).json()
+                assert len(body) == args.nodes
+                # Connections the measured phases opened: none if every pooled connection was kept.
+                opened = await connections() - conns0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     ms = lambda xs, q: round(statistics.quantiles(xs, n=100)[q - 1] * 1000, 2)  # noqa: E731
+    noop_rate, beat_rate = done["noop"] / wall["noop"], done["heartbeat"] / wall["heartbeat"]
+    ratio = beat_rate / noop_rate
+    per_req = lambda cpu, k: round(cpu[k] / done[k] * 1000, 3)  # noqa: E731
     return {
-        "nodes": args.nodes, "concurrency": args.concurrency, "seconds": args.seconds,
+        "transport": "https" if args.tls else "http",
+        "nodes": args.nodes, "concurrency": args.concurrency, "seconds": args.seconds, "rounds": args.rounds,
         "noop_req_per_s": round(noop_rate), "heartbeat_req_per_s": round(beat_rate),
-        "heartbeat_vs_noop": round(beat_rate / noop_rate, 2),
-        "heartbeat_p50_ms": ms(beat_lat, 50), "heartbeat_p99_ms": ms(beat_lat, 99),
+        "heartbeat_vs_noop": round(ratio, 3),
+        "rounds_detail": rounds,
+        "heartbeat_p50_ms": ms(lats["heartbeat"], 50), "heartbeat_p99_ms": ms(lats["heartbeat"], 99),
+        "noop_p50_ms": ms(lats["noop"], 50), "noop_p99_ms": ms(lats["noop"], 99),
+        "server_cpu_ms_per_req": {"noop": per_req(server_cpu, "noop"), "heartbeat": per_req(server_cpu, "heartbeat")},
+        "client_cpu_ms_per_req": {"noop": per_req(client_cpu, "noop"), "heartbeat": per_req(client_cpu, "heartbeat")},
+        "server_cpu_share": {k: round(server_cpu[k] / wall[k], 2) for k in kinds},
+        "client_cpu_share": {k: round(client_cpu[k] / wall[k], 2) for k in kinds},
+        "connections_opened_while_measuring": opened,
         "get_nodes_median_ms": round(statistics.median(list_lat) * 1000, 2), "get_nodes_p99_ms": ms(list_lat, 99),
         "noop_single_client_median_ms": round(statistics.median(noop1_lat) * 1000, 2),
-        "targets": {"heartbeat_vs_noop >= 0.5": beat_rate / noop_rate >= 0.5,
+        "load_average_at_start": load_at_start, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "targets": {"heartbeat_vs_noop >= 0.8": ratio >= 0.8,
                     "get_nodes_median_ms < 50": statistics.median(list_lat) * 1000 < 50},
     }
 
@@ -124,6 +226,9 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3, help="turns of trivial endpoint and heartbeat, --seconds each")
+    ap.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                    help="HTTPS with the coordinator's own certificate (default); --no-tls: plain HTTP")
     args = ap.parse_args()
     print(json.dumps(asyncio.run(main_async(args)), indent=2))
 

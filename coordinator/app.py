@@ -13,15 +13,20 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.api import cluster, jobs as jobs_api, nodes
+from coordinator.api import cluster, jobs as jobs_api, nodes, tokens as tokens_api
 from coordinator.api.deps import Admin
+from coordinator.browser import HostAllowlist, SecurityHeaders
 from coordinator.dashboard import routes as dashboard
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import Jobs
 from coordinator.launchers.mpi import MpiLauncher
 from coordinator.metrics import Metrics
 from coordinator.notify import Notifier
-from coordinator.auth import admin_token_path, join_token_path, load_keyring
+from coordinator.ratelimit import ApiLimits
+from coordinator.auth import admin_token_path, join_token_path, load_keyring, write_join_string
+from coordinator.netnames import served_names
+from coordinator.tls import ensure_server_tls
+from coordinator.tokens import JoinTokens
 from coordinator.registry import Registry
 from coordinator.settings import Settings, is_loopback
 from coordinator.store import Store
@@ -93,10 +98,15 @@ def create_app(settings: Settings) -> FastAPI:
     settings.home.chmod(0o700)  # tokens and the database live here
     config = load_cluster_config(settings.config_path)
     keyring = load_keyring(settings.home)
-    store = Store(settings.database_url())
+    # The CA exists even when serving plain HTTP on loopback: join.token carries its pin, so the
+    # same string works the day the leader is moved off loopback.
+    tls = ensure_server_tls(settings.home, served_names(settings.host, settings.allowed_hosts),
+                            cert=settings.tls_cert, key=settings.tls_key)
+    write_join_string(settings.home, keyring, tls.pin)
+    store = Store(settings.database_url(), events_per_node=settings.events_per_node)
     registry = Registry(store, config, heartbeat_interval_s=settings.heartbeat_interval_s,
                         down_after_s=settings.down_after_s)
-    jobs = Jobs(store, registry, JobLogs(settings.home / "jobs"), default_backend=config.backend)
+    jobs = Jobs(store, registry, JobLogs(settings.home / "jobs", settings.job_log_quota_bytes), default_backend=config.backend)
     node_orders, job_events = Notifier(), Notifier()
     jobs.on_node_orders = node_orders.notify
     mpi = MpiLauncher(jobs, registry, settings.home / "mpi")
@@ -147,6 +157,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.config = config
     app.state.keyring = keyring
+    app.state.limits = ApiLimits(register_burst=settings.register_burst,
+                                 auth_failures_burst=settings.auth_failures_burst,
+                                 limit_loopback=settings.limit_loopback)
+    app.state.tls = tls
+    app.state.join_tokens = JoinTokens(store)
     app.state.store = store
     app.state.registry = registry
     app.state.jobs = jobs
@@ -156,6 +171,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(nodes.router)
     app.include_router(jobs_api.router)
+    app.include_router(tokens_api.router)
+    app.include_router(tokens_api.ca_router)
     app.include_router(dashboard.router)
     metrics = Metrics(registry, jobs)
     app.state.metrics = metrics
@@ -182,6 +199,9 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "internal error; see the coordinator log"}, status_code=500)
 
     app.add_middleware(BodyLimit)
+    # A request for another host name (DNS rebinding) reaches nothing but this refusal.
+    app.add_middleware(HostAllowlist, names=lambda: served_names(settings.host, settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(lambda inner: metrics.middleware(inner))
     return app
 
@@ -230,12 +250,26 @@ def check_bind(settings: Settings) -> None:
             f"or start once on 127.0.0.1 so they are generated into {settings.home}")
 
 
+def check_transport(settings: Settings) -> None:
+    """Off loopback every token and every job's env would cross the network: HTTPS only."""
+    if settings.tls is False and not is_loopback(settings.host):
+        raise RefusedToStart(f"refusing plain HTTP on {settings.host}: off loopback the coordinator serves only "
+                             f"HTTPS (drop --no-tls; it makes its own certificate, or give --tls-cert/--tls-key)")
+
+
 def serve(settings: Settings) -> None:
-    import uvicorn
+    from coordinator import httpserver
 
     check_bind(settings)
+    check_transport(settings)
     app = create_app(settings)
-    log.info("coordinator on http://%s:%d, database %s", settings.host, settings.port, settings.database_url())
+    tls = app.state.tls
+    log.info("coordinator on %s, database %s", settings.url(), settings.database_url())
+    if settings.serves_tls():
+        log.info("CA SHA-256 %s; agents join with the string in %s (or `jupiter token create`)",
+                 tls.pin, join_token_path(settings.home))
+    ssl = {"ssl_certfile": str(tls.certfile), "ssl_keyfile": str(tls.keyfile)} if settings.serves_tls() else {}
     # keep-alive well past the heartbeat interval: at 5 s both, an idle connection could close mid-request
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_keep_alive=max(75, int(3 * settings.heartbeat_interval_s)))
+    httpserver.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                   timeout_keep_alive=max(75, int(3 * settings.heartbeat_interval_s)),
+                   header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections, **ssl)

@@ -11,10 +11,11 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.paths import load_or_create_secret, write_secret
+from shared.paths import load_or_create_secret, read_secret, write_secret
+from shared.tlspin import CLUSTER_TOKEN_ID, JoinString, parse_join
 
 
 def digest(token: str) -> str:
@@ -31,11 +32,16 @@ class Keyring:
     join_digest: str
     admin_from_env: bool
     join_from_env: bool
+    join_secret: str = field(default="", repr=False)  # to write the pinned join string at start-up
 
     def is_admin(self, token: str) -> bool:
         return hmac.compare_digest(digest(token), self.admin_digest)
 
     def is_join(self, token: str) -> bool:
+        """The cluster's join secret, bare or as `cluster:<secret>` (how a pinned string presents it)."""
+        prefix = CLUSTER_TOKEN_ID + ":"
+        if token.startswith(prefix):
+            token = token[len(prefix):]
         return hmac.compare_digest(digest(token), self.join_digest)
 
 
@@ -47,17 +53,40 @@ def join_token_path(home: Path) -> Path:
     return home / "join.token"
 
 
+# Tokens given in the environment are as long as the ones generated here (token_urlsafe(32): 43).
+MIN_ENV_TOKEN_CHARS = 32
+
+
 def load_keyring(home: Path) -> Keyring:
-    """Tokens from JUPITER_TOKEN / JUPITER_JOIN_TOKEN, else generated once into `home` (0600)."""
+    """Tokens from JUPITER_TOKEN / JUPITER_JOIN_TOKEN, else generated once into `home` (0600).
+    The join token may be given (or found in join.token) as a pinned join string: its secret counts."""
     admin = os.environ.get("JUPITER_TOKEN")
     join = os.environ.get("JUPITER_JOIN_TOKEN")
     if admin is None:
         admin = load_or_create_secret(admin_token_path(home))
     if join is None:
         join = load_or_create_secret(join_token_path(home))
+    try:
+        join = parse_join(join).secret
+    except ValueError as exc:
+        raise ValueError(f"JUPITER_JOIN_TOKEN / {join_token_path(home)}: {exc}") from None
+    for name, value in (("JUPITER_TOKEN", admin), ("JUPITER_JOIN_TOKEN", join)):
+        if name in os.environ and len(value) < MIN_ENV_TOKEN_CHARS:  # a guessable token is root on every node
+            raise ValueError(f"{name} is {len(value)} characters long; a token needs at least {MIN_ENV_TOKEN_CHARS} "
+                             "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if admin == join:
         raise ValueError("JUPITER_TOKEN and JUPITER_JOIN_TOKEN must differ: a join token must not grant admin")
-    return Keyring(digest(admin), digest(join), "JUPITER_TOKEN" in os.environ, "JUPITER_JOIN_TOKEN" in os.environ)
+    return Keyring(digest(admin), digest(join), "JUPITER_TOKEN" in os.environ, "JUPITER_JOIN_TOKEN" in os.environ,
+                   join_secret=join)
+
+
+def write_join_string(home: Path, keys: Keyring, pin: str) -> str:
+    """Keep $JUPITER_HOME/join.token as the pinned join string for the cluster's join secret, so
+    an agent needs nothing but the coordinator's URL and this one string."""
+    value = JoinString(secret=keys.join_secret, token_id=CLUSTER_TOKEN_ID, pin=pin).render()
+    if read_secret(join_token_path(home)) != value:
+        write_secret(join_token_path(home), value)
+    return value
 
 
 def rotate(home: Path, which: str) -> str:

@@ -64,7 +64,9 @@ def _utc(ts: float | None) -> datetime | None:
 
 
 def spec_hash(spec: JobSpec) -> str:
-    body = spec.model_dump(mode="json", exclude={"idempotency_key"})
+    # secret_env counts (the same key with another secret is another job); the digest is stored,
+    # never shown. Left out when empty, so digests of jobs stored before it existed still match.
+    body = spec.model_dump(mode="json", exclude={"idempotency_key"} | (set() if spec.secret_env else {"secret_env"}))
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -275,7 +277,7 @@ class Jobs:
         ring = hostfiles.ring(slots) if job.world_size > 1 else None
         return RankAssignment(job_id=job.id, rank=rank.rank, attempt=rank.attempt, world_size=job.world_size,
                               command=json.loads(job.command_json), stop_grace_s=self.stop_grace_of(spec),
-                              env=spec.env, backend=job.backend, hostfile=ring,
+                              env=spec.env, secret_env=spec.secret_env, backend=job.backend, hostfile=ring,
                               start_timeout_s=spec.start_timeout_s, local_rank=rank.local_rank)
 
     # ------------------------------------------------------------------ reports from agents
@@ -347,6 +349,7 @@ class Jobs:
         if t is None:
             job = s.get(JobRow, job_id)
             t = ProgressTracker.from_dict(json.loads(job.progress_json or "{}")) if job else ProgressTracker()
+            t.label = f"job {job_id}"
             self._trackers[job_id] = t
         return t
 
@@ -628,13 +631,16 @@ class Jobs:
                 q = q.where(JobRow.status == status)
             return list(s.exec(q))
 
-    def view(self, job: JobRow, history: bool = True) -> JobOut:
+    def view(self, job: JobRow, history: bool = True, env: bool = True) -> JobOut:
+        """The job as clients see it. `env=False` (lists) leaves the job's env out; secret_env
+        is never in any view."""
         spec = JobSpec.model_validate_json(job.spec_json)
         prog = json.loads(job.progress_json or "{}")
         tracker = ProgressTracker.from_dict(prog) if prog else ProgressTracker()
         return JobOut(
             id=job.id, name=job.name, status=job.status, backend=job.backend, world_size=job.world_size,
-            nodes=json.loads(job.nodes_json), command=json.loads(job.command_json) or [], env=spec.env,
+            nodes=json.loads(job.nodes_json), command=json.loads(job.command_json) or [],
+            env=dict(spec.env) if env else None,
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), ended_at=_utc(job.ended_at),
             exit_code=job.exit_code, error=job.error, pending_reason=job.pending_reason,
             progress=tracker.latest,

@@ -10,7 +10,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 
-STATUSES = ("ready", "busy", "draining", "down")
+STATUSES = ("ready", "busy", "draining", "down", "pending")
+# Label values of the request metrics come from closed sets, so no client can add series: the
+# method is one of HTTP's own (anything else is "other"), the route is the matched route's
+# template (never the raw path) or "unmatched", the status is a code the app itself chose.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 JOB_STATUSES = ("pending", "starting", "running", "succeeded", "failed", "cancelled")
 
 
@@ -97,8 +101,9 @@ class Metrics:
                 # The route template, not the raw path: ids would make the label set unbounded.
                 path = getattr(route, "path", None) or "unmatched"
                 # Long-polls and event streams wait on purpose; their latency is not the API's.
+                method = scope["method"] if scope["method"] in METHODS else "other"
                 if not path.endswith(("/orders", "/events")):
-                    metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - t0)
-                metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
+                    metrics.latency.labels(method, path).observe(time.perf_counter() - t0)
+                metrics.requests.labels(method, path, str(status["code"])).inc()
 
         return record

@@ -42,6 +42,14 @@ def _declared(n: NodeOut, facts: NodeFacts | None) -> list[Problem]:
                     "declared_mismatch") for p in declared_problems(n.declared, facts)]
 
 
+def _pending(n: NodeOut) -> list[Problem]:
+    if n.admitted:
+        return []
+    return [Problem(n.name, "enrolled with a join token that does not admit by itself: pending, it gets no work",
+                    f"check its facts (jupiter nodes), then admit it: jupiter nodes approve '{n.name}' "
+                    f"(or delete it: jupiter nodes delete '{n.name}')", "pending_approval")]
+
+
 def _config(cfg: ClusterConfig) -> list[Problem]:
     return [Problem(None, f"cluster.yaml: {m}", "set it to false in cluster.yaml until a version supports it, "
                                                  "or accept that it has no effect", "config")
@@ -71,7 +79,7 @@ def gather(nodes: Sequence[NodeOut], facts: dict[str, NodeFacts | None], interfa
     topo = topology.build(nodes, interfaces)
     extra: list[Problem] = []
     for n in nodes:
-        extra += _agent_problems(n, facts.get(n.id)) + _declared(n, facts.get(n.id))
+        extra += _agent_problems(n, facts.get(n.id)) + _declared(n, facts.get(n.id)) + _pending(n)
     extra += _mpi_transport(cfg, [n for n in nodes if n.status != "down"]) + _config(cfg)
     return topo, topology.problems(topo, nodes, backend=cfg.backend, extra=extra)
 

@@ -6,6 +6,7 @@ and two in-memory indexes the hot heartbeat path needs: token digest -> node id 
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -15,6 +16,9 @@ from sqlmodel import select
 
 from coordinator.auth import digest, new_node_token
 from coordinator.store import Beat, EventRow, NodeRow, Store
+from coordinator.tokens import CLUSTER_GRANT, Grant
+from coordinator.tokens import consume as consume_token
+from shared.tlspin import CLUSTER_TOKEN_ID
 from shared.cluster_config import ClusterConfig
 from shared.schemas import (
     DeclaredNode,
@@ -35,6 +39,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class Forbidden(Exception):
+    """The credential is valid but does not allow this registration."""
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -116,28 +124,48 @@ class Registry:
 
     # ------------------------------------------------------------------ registration
 
-    def register(self, req: RegisterRequest) -> tuple[NodeRow, str, bool]:
-        """Return (node, fresh token, is_new). Same machine and name -> same node id."""
+    def register(self, req: RegisterRequest, grant: Grant = CLUSTER_GRANT) -> tuple[NodeRow, str, bool]:
+        """Return (node, fresh token, is_new).
+
+        A node is its name plus the node key its agent made at first enrolment: the same name and
+        key keep their node id; another key under an enrolled name is a Conflict whatever the token
+        (an admin must delete the node first). The machine id is only a hint. A new node is admitted
+        at once when the grant admits (the cluster secret, a bound or auto-approve token), else it
+        waits as pending; an enrolment counts against the grant's token (TokenError when used up)."""
+        if grant.node_name is not None and grant.node_name != req.name:
+            raise Forbidden(f"this join token is bound to node {grant.node_name!r}, not {req.name!r}")
         now = time.time()
         token = new_node_token()
+        key_digest = digest(req.node_key)
         facts_json = req.facts.model_dump_json()
         with self.store.write() as s:
             rows = list(s.exec(select(NodeRow)))
-            row = next((r for r in rows if r.machine_id == req.facts.machine_id and r.name == req.name), None)
-            is_new = row is None
-            if row is None:
-                # An unclaimed declaration for this host (then this name) becomes this node.
+            row = next((r for r in rows if r.name == req.name), None)
+            enrolled = row is not None and row.machine_id is not None
+            if enrolled:
+                self._prove(row, req, key_digest)
+            else:
+                # An unclaimed declaration for this name (then this host) becomes this node.
                 unclaimed = [r for r in rows if r.machine_id is None]
-                row = next((r for r in unclaimed if r.host.lower() == req.host.lower()), None) or \
-                    next((r for r in unclaimed if r.name == req.name), None)
-            clash = next((r for r in rows if r.name == req.name and r is not row), None)
-            if clash is not None:
-                raise Conflict(f"name {req.name!r} is already used by node {clash.id} on another machine; "
-                               f"start this agent with another --name")
+                row = row or next((r for r in unclaimed if r.host.lower() == req.host.lower()), None)
+                if row is not None and grant.token_id not in (CLUSTER_TOKEN_ID, "admin") and \
+                        grant.node_name not in (row.name, req.name):
+                    raise Forbidden(f"{row.name!r} is declared in cluster.yaml: enrol it with the cluster's join "
+                                    f"token or one bound to it (jupiter token create --node '{row.name}')")
+                clash = next((r for r in rows if r.name == req.name and r is not row), None)
+                if clash is not None:
+                    raise Conflict(f"name {req.name!r} is already used by node {clash.id}; "
+                                   f"start this agent with another --name")
+                if grant.counted:
+                    consume_token(s, grant.token_id)
+            is_new = not enrolled
             if row is None:
                 row = NodeRow(id=_new_node_id(), name=req.name, host=req.host)
+            if is_new:
+                row.admitted = grant.admits
             old_digest = row.token_hash
             row.name, row.host, row.machine_id = req.name, req.host, req.facts.machine_id
+            row.key_hash = key_digest
             row.facts_json = facts_json
             row.memory_available_gb = req.facts.memory_available_gb
             row.token_hash = digest(token)
@@ -147,9 +175,11 @@ class Registry:
             row.online = True
             s.add(row)
             kind = "registered" if is_new else "re-registered"
+            via = "" if grant.token_id in (CLUSTER_TOKEN_ID, "admin") else f" with join token {grant.token_id}"
             s.add(EventRow(node_id=row.id, at=now, kind=kind,
                            message=f"{req.facts.chip or req.facts.device_type} at {req.host}, "
-                                   f"{req.facts.memory_gb:g} GB, agent {req.facts.agent_version or '?'}"))
+                                   f"{req.facts.memory_gb:g} GB, agent {req.facts.agent_version or '?'}{via}"
+                                   + ("" if row.admitted else "; pending approval")))
             if not is_new and not was_online:
                 s.add(EventRow(node_id=row.id, at=now, kind="back", message="registered again"))
         with self._lock:
@@ -160,6 +190,31 @@ class Registry:
             self._facts_cache[row.id] = (facts_json, req.facts)
             self._bump()
         return row, token, is_new
+
+    @staticmethod
+    def _prove(row: NodeRow, req: RegisterRequest, key_digest: str) -> None:
+        """Raise Conflict unless the request shows this node's key (or, for a node enrolled before
+        node keys existed, its current node token, which binds the key)."""
+        if row.key_hash:
+            if hmac.compare_digest(row.key_hash, key_digest):
+                return
+        elif req.node_token and row.token_hash and hmac.compare_digest(row.token_hash, digest(req.node_token)):
+            return
+        raise Conflict(f"node {row.name!r} is enrolled by another agent (its node key does not match); if this "
+                       f"machine really is {row.name!r}, delete the old node first (jupiter nodes delete "
+                       f"'{row.name}'), or start this agent with another --name")
+
+    def approve(self, node_id: str) -> NodeRow:
+        with self.store.write() as s:
+            row = s.get(NodeRow, node_id)
+            if row is None:
+                raise NotFound(node_id)
+            if not row.admitted:
+                row.admitted = True
+                s.add(row)
+                s.add(EventRow(node_id=node_id, kind="approved", message="admitted by an admin; schedulable"))
+        self._bump()
+        return row
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -251,6 +306,8 @@ class Registry:
     def status_of(self, row: NodeRow) -> str:
         if not row.online:
             return "down"
+        if not row.admitted:
+            return "pending"
         if row.id in self.busy_nodes:
             return "busy"
         if row.drained:
@@ -278,7 +335,7 @@ class Registry:
             thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
             declared=declared, problems=[],  # filled in by coordinator.problems.survey
             last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
-            agent_version=f.agent_version if f else None, drained=row.drained,
+            agent_version=f.agent_version if f else None, drained=row.drained, admitted=row.admitted,
         )
 
     def interfaces(self) -> dict[str, list]:

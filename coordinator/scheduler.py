@@ -51,6 +51,8 @@ def rank_address(node: NodeOut, config: ClusterConfig, interfaces: list[NetInter
 def _why_not(node: NodeOut, spec: JobSpec, backend: str) -> str | None:
     if node.status == "down":
         return "down"
+    if not node.admitted:
+        return "pending approval"
     if node.status == "draining" or node.drained:
         return "draining"
     if node.status == "busy":

@@ -6,6 +6,7 @@ database either before or after a change, never half-way.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -13,11 +14,20 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, or_, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
+from shared.text import plain
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Events kept per node, the newest: GET /nodes/{id} shows 50, and a node's whole recent story
+# (registrations, drains, down and back) is a few a day; 1000 is months of it, and a few hundred
+# KiB per node at most, whatever a flapping or hostile node does.
+EVENTS_PER_NODE = 1000
+# A node's events are pruned at its first new event after start and then every this many: one
+# indexed DELETE per 20 events, and never more than EVENTS_PER_NODE + 19 stored.
+EVENTS_PRUNE_EVERY = 20
 
 
 class Meta(SQLModel, table=True):
@@ -36,12 +46,31 @@ class NodeRow(SQLModel, table=True):
     facts_json: str | None = None
     memory_available_gb: float | None = None  # the cheap fact, apart so heartbeats rewrite little
     token_hash: str | None = Field(default=None, index=True)
+    key_hash: str | None = None      # digest of the node key the agent proves at every registration
+    admitted: bool = True            # False: enrolled with an unbound join token, awaiting approval
     drained: bool = False
     online: bool = False
     agent_instance: str | None = None
     registered_at: float | None = None
     last_heartbeat: float | None = None
     created_at: float = Field(default_factory=time.time)
+
+
+class JoinTokenRow(SQLModel, table=True):
+    """A join token made with `jupiter token create`; the cluster's own join secret is not here."""
+
+    __tablename__ = "join_tokens"
+    id: str = Field(primary_key=True)
+    secret_hash: str
+    description: str = ""
+    created_at: float = Field(default_factory=time.time)
+    expires_at: float | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    node_name: str | None = None     # only this node may enrol with it (and is admitted at once)
+    auto_approve: bool = False
+    revoked_at: float | None = None
+    last_used_at: float | None = None
 
 
 class EventRow(SQLModel, table=True):
@@ -125,6 +154,9 @@ def make_engine(url: str) -> Engine:
 def _note_flushed_changes(session, _context):
     if session.new or session.dirty or session.deleted:
         session.info["changed"] = True
+    for obj in session.new:
+        if isinstance(obj, EventRow) and obj.node_id is not None:
+            session.info.setdefault("event_nodes", []).append(obj.node_id)
 
 
 @sa_event.listens_for(Session, "do_orm_execute")
@@ -144,14 +176,52 @@ class SchemaError(RuntimeError):
     pass
 
 
+def _columns(s: Session, table: str) -> set[str]:
+    return {c["name"] for c in sa_inspect(s.connection()).get_columns(table)}
+
+
+def _v1_to_v2(s: Session) -> None:
+    """Node identity and admission: a node key digest per node, and whether it is admitted.
+    Nodes enrolled before this version are admitted (they were trusted then) and have no key yet:
+    their agent binds one at its next registration by showing its current node token."""
+    have = _columns(s, "nodes")
+    if "key_hash" not in have:
+        s.exec(text("ALTER TABLE nodes ADD COLUMN key_hash VARCHAR"))
+    if "admitted" not in have:
+        s.exec(text("ALTER TABLE nodes ADD COLUMN admitted BOOLEAN NOT NULL DEFAULT 1"))
+    # Facts became plain text in this version (control characters are refused on the wire):
+    # clean what older versions stored, or reading those nodes would fail validation.
+    for node_id, facts in s.exec(text("SELECT id, facts_json FROM nodes WHERE facts_json IS NOT NULL")).all():
+        clean = json.dumps(_plain_strings(json.loads(facts)))
+        if clean != facts:
+            s.exec(text("UPDATE nodes SET facts_json = :f WHERE id = :i").bindparams(f=clean, i=node_id))
+
+
+def _plain_strings(value):
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, list):
+        return [_plain_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_strings(v) for k, v in value.items()}
+    return value
+
+
+# MIGRATIONS[v] takes a database at schema version v to v + 1. New tables need no step: create_all
+# makes them; only changes to existing tables are written here.
+MIGRATIONS = {1: _v1_to_v2}
+
+
 class Store:
     """A thin, thread-safe layer over the tables. Writes are serialised in-process because SQLite
     has one writer anyway, and queuing here is cheaper than busy-waiting inside SQLite."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, events_per_node: int = EVENTS_PER_NODE):
         self.url = url
         self.engine = make_engine(url)
         self._write_lock = threading.Lock()
+        self.events_per_node = max(1, events_per_node)
+        self._event_counts: dict[str, int] = {}  # node id -> events written since start
         # Plain heartbeats (node already up, nothing but the time and free memory new) wait here
         # and reach the table in one transaction per flush: one commit per beat would queue every
         # request on the write lock at a few hundred nodes. Reads overlay them, so nobody sees a
@@ -174,7 +244,14 @@ class Store:
             elif int(row.value) > SCHEMA_VERSION:
                 raise SchemaError(f"database schema version {row.value} is newer than this Jupiter "
                                   f"({SCHEMA_VERSION}); upgrade Jupiter or point --db elsewhere")
-            # Older versions would be migrated step by step here; version 1 is the first.
+            else:
+                version = int(row.value)
+                while version < SCHEMA_VERSION:
+                    MIGRATIONS[version](s)   # one transaction per step: a crash repeats only that step
+                    version += 1
+                    row.value = str(version)
+                    s.add(row)
+                    s.commit()
 
     def schema_version(self) -> int:
         with Session(self.engine) as s:
@@ -187,6 +264,9 @@ class Store:
             s.commit()
             if s.info.pop("changed", False):
                 self.generation += 1
+            added = s.info.pop("event_nodes", None)
+        if added:
+            self._events_added(added)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -273,7 +353,9 @@ class Store:
             finally:
                 with self._beats_lock:
                     self._flushing = {}
-            return len(batch)
+        if back:
+            self._events_added([e["node_id"] for e in back])
+        return len(batch)
 
     def touch_node(self, node_id: str, now: float, *, facts_json: str | None = None,
                    memory_available_gb: float | None = None, came_back: bool = False,
@@ -292,6 +374,8 @@ class Store:
             if hit and came_back:
                 conn.execute(EventRow.__table__.insert().values(node_id=node_id, at=now, kind="back",
                                                                 message="heartbeats resumed"))
+        if hit and came_back:
+            self._events_added([node_id])
         return bool(hit)
 
     def mark_down(self, node_ids: list[str], now: float, grace_s: float) -> None:
@@ -309,6 +393,27 @@ class Store:
             s.add(EventRow(node_id=node_id, kind="deleted", message=f"node {name!r} forgotten"))
 
     # ------------------------------------------------------------------ events
+
+    def _events_added(self, node_ids: list[str]) -> None:
+        """Count new events per node; prune a node's at its first since start and every
+        EVENTS_PRUNE_EVERY-th after."""
+        due = []
+        with self._beats_lock:
+            for nid in node_ids:
+                n = self._event_counts.get(nid, 0)
+                self._event_counts[nid] = n + 1
+                if n % EVENTS_PRUNE_EVERY == 0:
+                    due.append(nid)
+        for nid in dict.fromkeys(due):
+            self.prune_events(nid)
+
+    def prune_events(self, node_id: str) -> int:
+        """Delete all but the newest `events_per_node` events of a node; how many went."""
+        t = EventRow.__table__
+        newest_dropped = (select(t.c.id).where(t.c.node_id == node_id).order_by(t.c.id.desc())
+                          .limit(1).offset(self.events_per_node).scalar_subquery())
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(t.delete().where(t.c.node_id == node_id, t.c.id <= newest_dropped)).rowcount
 
     def events_for(self, node_id: str, limit: int = 50) -> list[EventRow]:
         self.flush_heartbeats()  # a waiting beat may carry a "back" event

@@ -4,6 +4,7 @@ fix. Still useful with no coordinator running: the static checks stand on their 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from shared.client import ApiError, Client
 from shared.cluster_config import ClusterConfig, ConfigError, load_cluster_config, unhonoured_fields
 from shared.schemas import NodeOut
+from shared.text import cell, markup
 
 # Problems that stop jobs on the configured backend from running at all (exit non-zero).
 BLOCKING_KINDS = {"mpich", "no_mpi", "jaccl_unsupported", "bridge_loop", "jaccl_rdma", "jaccl_bridge"}
@@ -58,6 +60,12 @@ def run_check(config_path: Path, url: str, token: str | None) -> CheckReport:
     if report.config is not None:
         for msg in unhonoured_fields(report.config):
             report.problems.append(_problem(None, "config", f"cluster.yaml: {msg}", "set it to false until supported"))
+        py = report.config.python
+        if py and not (os.path.isfile(py) and os.access(py, os.X_OK)):
+            report.problems.append(_problem(None, "config", f"cluster.yaml: python {py} is not an executable file "
+                                            "on this machine; mpi jobs run it on every host",
+                                            f"install Jupiter's venv at that path, or fix python in {config_path}",
+                                            blocking=False))
     _check_domains(report)
     try:
         with Client(url, token) as c:
@@ -111,17 +119,19 @@ def _links(node: NodeOut, topology: dict | None) -> str:
 
 def render(report: CheckReport, console: Console) -> None:
     ok = "[green]valid[/]" if report.config_ok else "[red]invalid[/]"
-    console.print(f"[bold]config[/] {report.config_path}: {ok}"
-                  + (f", backend {report.config.backend}, {len(report.config.nodes)} declared node(s)"
+    # Everything below but our own words is data (node facts, file names): plain text, never markup.
+    console.print(f"[bold]config[/] {markup(report.config_path)}: {ok}"
+                  + (f", backend {markup(report.config.backend)}, {len(report.config.nodes)} declared node(s)"
+                     + (f", mpi ranks run {markup(report.config.python)}" if report.config.python else "")
                      if report.config else ""))
     for name, d in sorted(report.domains.items()):
         if d["ok"]:
-            console.print(f"[bold]domain[/] {name}: [green]ok[/] - {d['summary']}", highlight=False)
+            console.print(f"[bold]domain[/] {markup(name)}: [green]ok[/] - {markup(d['summary'])}", highlight=False)
         else:
-            console.print(f"[bold]domain[/] {name}: [yellow]no usable data[/] ({len(d['problems'])} source "
+            console.print(f"[bold]domain[/] {markup(name)}: [yellow]no usable data[/] ({len(d['problems'])} source "
                           "problem(s) below)", highlight=False)
     if report.reachable:
-        t = Table(title=f"Cluster at {report.coordinator}", title_justify="left")
+        t = Table(title=f"Cluster at {markup(report.coordinator)}", title_justify="left")
         for col in ("name", "host", "status", "declared", "type", "chip", "RAM GB", "role", "MLX", "MPI", "links"):
             t.add_column(col, overflow="fold")
         colours = {"ready": "green", "busy": "cyan", "draining": "yellow", "down": "red"}
@@ -129,23 +139,26 @@ def render(report: CheckReport, console: Console) -> None:
             d = n.declared
             declared = f"{d.host} {d.chip or ''} {d.memory_gb or ''}GB".strip() if d else "-"
             mpi = f"{n.mpi.implementation} {n.mpi.version or ''}".strip() if n.mpi.implementation else "-"
-            t.add_row(n.name, n.host, f"[{colours.get(n.status, 'white')}]{n.status}[/]", declared,
-                      n.device_type or "-", n.chip or "-", f"{n.memory_gb:g}" if n.memory_gb else "-", n.role,
-                      f"{n.mlx_version} ({n.mlx_device})" if n.mlx_version else "-", mpi, _links(n, report.topology))
+            t.add_row(cell(n.name), cell(n.host), f"[{colours.get(n.status, 'white')}]{n.status}[/]", cell(declared),
+                      n.device_type or "-", cell(n.chip), f"{n.memory_gb:g}" if n.memory_gb else "-", n.role,
+                      cell(f"{n.mlx_version} ({n.mlx_device})" if n.mlx_version else "-"), cell(mpi),
+                      cell(_links(n, report.topology)))
         console.print(t)
         c = report.cluster
         console.print(f"memory: {c['memory_gb']:g} GB total, {c['memory_available_gb']:g} GB available on live "
-                      "nodes; " + ", ".join(f"{k} {v}" for k, v in c["nodes_by_status"].items()))
+                      "nodes; " + markup(", ".join(f"{k} {v}" for k, v in c["nodes_by_status"].items())))
         comps = [f"{x['kind']}: {' - '.join(x['nodes'])}" for x in (report.topology or {}).get("components", [])
                  if x["kind"] != "single"]
         if comps:
-            console.print("thunderbolt: " + "; ".join(comps), highlight=False)
+            console.print("thunderbolt: " + markup("; ".join(comps)), highlight=False)
     if report.problems:
         console.print("[bold]problems[/]")
         for p in report.problems:
             mark = "[red]x[/]" if p["blocking"] else "[yellow]![/]"
             who = f"{p['node']}: " if p["node"] else ""
-            console.print(f" {mark} {who}{p['message']}\n     fix: {p['fix']}", highlight=False, soft_wrap=True)
+            console.print(f" {mark} {markup(who)}{markup(p['message'], multiline=True)}\n"
+                          f"     fix: {markup(p['fix'], multiline=True)}",
+                          highlight=False, soft_wrap=True)
     else:
         console.print("[green]no problems found[/]")
 
@@ -205,6 +218,6 @@ def render_links(rows: list[dict], console: Console) -> None:
     for r in rows:
         neg = f"{r['negotiated_gbps']:g} Gb/s" if r["negotiated_gbps"] else "no Thunderbolt link"
         colour = "green" if r["verdict"] == "ok" else "yellow"
-        t.add_row(r["from"], r["to"], f"{r['latency_us']:.0f} us", f"{r['gbps']:.2f} Gb/s", neg,
-                  f"[{colour}]{r['verdict']}[/]")
+        t.add_row(cell(r["from"]), cell(r["to"]), f"{r['latency_us']:.0f} us", f"{r['gbps']:.2f} Gb/s", neg,
+                  f"[{colour}]{markup(r['verdict'])}[/]")
     console.print(t)

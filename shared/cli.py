@@ -19,18 +19,21 @@ from shared import __version__
 from shared.client import ApiError, Client, default_admin_token, default_url
 from shared.paths import DEFAULT_PORT, jupiter_home
 from shared.schemas import HOST_RE, NAME_RE, validate_host
+from shared.text import ansi, cell, markup, plain
 
 app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 agent_app = typer.Typer(help="Run an agent, or install it as a service.", invoke_without_command=True)
 app.add_typer(agent_app, name="agent")
-# Piped output (make run, CI logs) gets a wide fixed width instead of wrapping tables at 80.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output (make run, CI logs) gets a wide fixed width instead of wrapping tables at 80,
+# unless COLUMNS says how wide.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message may quote the coordinator's answer: plain text, never markup.
+    err.print(f"[bold red]error:[/] {markup(message, multiline=True)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -44,18 +47,27 @@ def _client() -> Client:
     token = default_admin_token()
     if not token:
         _fail("no admin token: set JUPITER_TOKEN (on the leader it is read from $JUPITER_HOME/admin.token)")
-    return Client(default_url(), token)
+    return _call(lambda: Client(default_url(), token))  # trusting an https coordinator may fetch its CA
 
 
 def _call(fn):
     """Run one API call and turn its failures into one clear line and a non-zero exit."""
     import httpx
 
+    from shared.client import TrustError
+    from shared.tlspin import PinMismatch
+
     try:
         return fn()
     except ApiError as exc:
         _fail(str(exc))
+    except (TrustError, PinMismatch) as exc:
+        _fail(str(exc))
     except httpx.TransportError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            _fail(f"cannot verify the certificate of {default_url()}: set JUPITER_CA_SHA256 to the CA pin (the "
+                  f"coordinator logs it at start; it is the second field of a join string) or JUPITER_CA_FILE "
+                  f"to its ca.pem ({exc})")
         _fail(f"cannot reach the coordinator at {default_url()} ({type(exc).__name__}); is it running?")
 
 
@@ -70,6 +82,23 @@ def coordinator(
     config: Optional[Path] = typer.Option(None, help="cluster.yaml (default: ./config/cluster.yaml if present)."),
     heartbeat_interval: float = typer.Option(5.0, min=0.1, help="Seconds between agent heartbeats."),
     down_after: float = typer.Option(30.0, min=0.5, help="Seconds without a heartbeat before a node is down."),
+    tls: Optional[bool] = typer.Option(None, "--tls/--no-tls", help=(
+        "HTTPS on loopback too (--tls). Off loopback HTTPS is always on and --no-tls is refused.")),
+    tls_cert: Optional[Path] = typer.Option(None, help="Your own server certificate (PEM, chain included) "
+                                                       "instead of the coordinator's own CA."),
+    tls_key: Optional[Path] = typer.Option(None, help="The key of --tls-cert (PEM)."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help=(
+        "Another name clients reach the coordinator by (a DNS alias, a proxy's name); repeatable. "
+        "Requests naming any other host are refused (400). Its own names and addresses are always served.")),
+    # Bounds, hidden: the defaults suit a cluster; tests and benchmarks set their own.
+    header_timeout: Optional[float] = typer.Option(None, min=0.1, hidden=True, help="Seconds to send a request head."),
+    max_connections: Optional[int] = typer.Option(None, min=1, hidden=True, help="Connections open at once."),
+    job_log_quota: Optional[int] = typer.Option(None, min=4096, hidden=True, help="Bytes of log kept per job."),
+    events_per_node: Optional[int] = typer.Option(None, min=1, hidden=True, help="Events kept per node."),
+    register_burst: Optional[int] = typer.Option(None, min=1, hidden=True, help="Registrations at once per address."),
+    auth_failure_burst: Optional[int] = typer.Option(None, min=1, hidden=True, help="Wrong tokens at once per address."),
+    limit_loopback: bool = typer.Option(False, "--limit-loopback", hidden=True,
+                                        help="Per-address limits for loopback clients too."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the coordinator daemon."""
@@ -81,7 +110,13 @@ def coordinator(
     if config is None and Path("config/cluster.yaml").exists():
         config = Path("config/cluster.yaml")
     settings = Settings(host=host, port=port, db_url=db, config_path=config, home=jupiter_home(),
-                        heartbeat_interval_s=heartbeat_interval, down_after_s=down_after)
+                        heartbeat_interval_s=heartbeat_interval, down_after_s=down_after,
+                        tls=tls, tls_cert=tls_cert, tls_key=tls_key, allowed_hosts=list(allowed_host),
+                        limit_loopback=limit_loopback,
+                        **{k: v for k, v in {"header_timeout_s": header_timeout, "max_connections": max_connections,
+                                             "job_log_quota_bytes": job_log_quota, "events_per_node": events_per_node,
+                                             "register_burst": register_burst,
+                                             "auth_failures_burst": auth_failure_burst}.items() if v is not None})
     try:
         serve(settings)
     except (ConfigError, RefusedToStart, ValueError) as exc:
@@ -106,6 +141,8 @@ def agent(
     host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
     state_dir: Optional[Path] = typer.Option(None, help="Where the node token lives (default $JUPITER_HOME/agent-NAME)."),
     python: str = typer.Option(sys.executable, help="Interpreter that runs ranks (its MLX is reported)."),
+    work_dir: Optional[Path] = typer.Option(None, help="Where ranks run, apart from the state dir "
+                                                       "(default $JUPITER_HOME-work/<state dir name>)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run one agent in the foreground (or see `install`, `uninstall`)."""
@@ -124,7 +161,13 @@ def agent(
     except ValueError as exc:
         _fail(f"--host: {exc}")
     cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
-                      state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python)
+                      state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python,
+                      work_dir=work_dir)
+    from agent.ranks import default_work_dir, work_dir_problem
+
+    problem = work_dir_problem(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.state_dir)
+    if problem:
+        _fail(problem)
     ag = Agent(cfg)
     install_signal_handlers(ag)
     raise typer.Exit(ag.run())
@@ -152,6 +195,32 @@ def _carry_out(plan, print_only: bool, done: str) -> None:
     console.print(f"[green]{done}[/]")
 
 
+def _join_token_given(from_stdin: bool, path: Optional[Path]) -> str | None:
+    """The join token from standard input or a file, as `agent install` was told; None if neither."""
+    from shared.paths import read_secret
+
+    if from_stdin and path is not None:
+        _fail("choose one of --join-token-stdin and --join-token-file")
+    if path is not None:
+        token = read_secret(path.expanduser())
+        if token is None:
+            _fail(f"--join-token-file: {path} is missing, unreadable or empty")
+        return token
+    if not from_stdin:
+        return None
+    if sys.stdin.isatty():
+        import getpass
+
+        text = getpass.getpass("join token (not echoed): ")
+    else:
+        text = sys.stdin.read(8192)
+    token = text.strip()
+    if not token:
+        _fail("--join-token-stdin: nothing on standard input; pipe the token in, e.g. "
+              "`jupiter agent install ... --join-token-stdin < join.token`")
+    return token
+
+
 @agent_app.command("install")
 def agent_install(
     ctx: typer.Context,
@@ -161,18 +230,29 @@ def agent_install(
     name: Optional[str] = typer.Option(None, help="Node name (default: short hostname)."),
     host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
     state_dir: Optional[Path] = typer.Option(None, help="Agent state dir (default $JUPITER_HOME/agent)."),
-    join_token: Optional[str] = typer.Option(None, help="Join token (default $JUPITER_JOIN_TOKEN); kept in a 0600 file."),
+    join_token_stdin: bool = typer.Option(False, "--join-token-stdin", help=(
+        "Read the join token from standard input (a pipe, or a prompt that does not echo). "
+        "Default: $JUPITER_JOIN_TOKEN. It is kept in a 0600 file, never in the service file.")),
+    join_token_file: Optional[Path] = typer.Option(None, "--join-token-file", help=(
+        "Read the join token from this file (a copy of the leader's join.token).")),
+    join_token: Optional[str] = typer.Option(None, "--join-token", hidden=True,
+                                             help="Refused: use --join-token-stdin or --join-token-file."),
     print_only: bool = typer.Option(False, "--print", help="Show the file and commands; change nothing."),
 ) -> None:
     """Write the service file so the OS keeps the agent running, and load it."""
     from agent.service import agent_service, plan_install
     from agent.state import find_join_token
 
+    if join_token is not None:
+        _fail("--join-token would put the secret in the process list and the shell history: give it on "
+              "standard input (--join-token-stdin < join.token), in a file (--join-token-file PATH) or in "
+              "the environment (JUPITER_JOIN_TOKEN)")
+    token = _join_token_given(join_token_stdin, join_token_file) or find_join_token()
     parent = ctx.obj or {}
     try:
         svc = agent_service(coordinator_url or parent.get("coordinator"), name or parent.get("name"),
                             host=host or parent.get("host"), state_dir=state_dir or parent.get("state_dir"),
-                            join_token=join_token or find_join_token())
+                            join_token=token)
         plan = plan_install(svc, _service_manager(launchd, systemd))
     except ValueError as exc:
         _fail(str(exc))
@@ -203,9 +283,17 @@ def _gb(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
 
 
-@app.command()
-def nodes(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Table of the nodes the coordinator knows."""
+nodes_app = typer.Typer(help="Table of the nodes the coordinator knows (or see `approve`, `delete`).",
+                        invoke_without_command=True)
+app.add_typer(nodes_app, name="nodes")
+
+
+@nodes_app.callback()
+def nodes(ctx: typer.Context,
+          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Table of the nodes the coordinator knows; pending ones wait for `jupiter nodes approve`."""
+    if ctx.invoked_subcommand is not None:
+        return
     with _client() as c:
         rows = _call(c.nodes)
     if as_json:
@@ -218,12 +306,13 @@ def node_table(rows) -> Table:
     t = Table(title="Nodes", title_justify="left")
     for col in ("name", "host", "status", "role", "type", "chip", "RAM GB", "free GB", "MLX", "MPI", "problems"):
         t.add_column(col)
-    colours = {"ready": "green", "busy": "cyan", "draining": "yellow", "down": "red"}
-    for n in rows:
+    colours = {"ready": "green", "busy": "cyan", "draining": "yellow", "down": "red", "pending": "magenta"}
+    for n in rows:  # every string a node reported is shown as plain text (cell), never as markup
         mpi = f"{n.mpi.implementation} {n.mpi.version or ''}".strip() if n.mpi.implementation else "-"
-        t.add_row(n.name, n.host, f"[{colours.get(n.status, 'white')}]{n.status}[/]", n.role,
-                  n.device_type or "-", n.chip or "-", _gb(n.memory_gb), _gb(n.memory_available_gb),
-                  f"{n.mlx_version or '-'} ({n.mlx_device or '-'})", mpi, str(len(n.problems)) if n.problems else "")
+        t.add_row(cell(n.name), cell(n.host), f"[{colours.get(n.status, 'white')}]{n.status}[/]", n.role,
+                  n.device_type or "-", cell(n.chip), _gb(n.memory_gb), _gb(n.memory_available_gb),
+                  cell(f"{n.mlx_version or '-'} ({n.mlx_device or '-'})"), cell(mpi),
+                  str(len(n.problems)) if n.problems else "")
     return t
 
 
@@ -273,9 +362,9 @@ def job_table(rows) -> Table:
             prog = f"{j.progress['step']}/{j.progress.get('total_steps') or '?'}"
             if j.progress.get("loss") is not None:
                 prog += f" loss {j.progress['loss']:.4g}"
-        t.add_row(j.id, j.name, f"[{colours.get(j.status, 'white')}]{j.status}[/]", j.backend, str(j.world_size),
-                  ",".join(j.nodes) or "-", j.created_at.strftime("%Y-%m-%d %H:%M:%S"), prog,
-                  j.error or j.pending_reason or "")
+        t.add_row(cell(j.id), cell(j.name), f"[{colours.get(j.status, 'white')}]{j.status}[/]", cell(j.backend),
+                  str(j.world_size), cell(",".join(j.nodes)), j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                  cell(prog, empty=""), cell(j.error or j.pending_reason, empty=""))
     return t
 
 
@@ -309,15 +398,18 @@ def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
     try:
         for event, data in c.events(job_id):
             if event == "log" and show_logs:
-                console.print(data, markup=False, highlight=False, soft_wrap=True)
+                # A rank's own output: its colours kept, other escape sequences dropped, no markup.
+                console.print(ansi(data), highlight=False, soft_wrap=True)
             elif event == "status" and data["status"] != status and data["status"] not in ("succeeded", "failed",
                                                                                               "cancelled"):
                 status = data["status"]
                 extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
-                err.print(f"[bold]{job_id}[/] {status}{extra}", highlight=False, soft_wrap=True)
+                err.print(f"[bold]{markup(job_id)}[/] {markup(status)}{markup(extra)}", highlight=False,
+                          soft_wrap=True)
             elif event == "end":
                 colour = "green" if data["status"] == "succeeded" else "red"
-                err.print(f"[bold {colour}]{job_id} {data['status']}[/]" + (f": {data['error']}" if data.get("error") else ""),
+                err.print(f"[bold {colour}]{markup(job_id)} {markup(data['status'])}[/]"
+                          + (f": {markup(data['error'])}" if data.get("error") else ""),
                           highlight=False, soft_wrap=True)
                 return 0 if data["status"] == "succeeded" else (data.get("exit_code") or 1)
     except httpx.TransportError as exc:
@@ -386,7 +478,8 @@ def logs(job_id: str = typer.Argument(..., help="Job id."),
         while True:
             text, offset_next = _call(lambda: c.logs(job_id, offset))
             if text:
-                sys.stdout.write(text)
+                # Ranks' colours pass; any other escape sequence a node sent is dropped.
+                sys.stdout.write(plain(text, multiline=True, keep_colour=True))
                 sys.stdout.flush()
             offset = offset_next
             if not follow_:
@@ -395,7 +488,7 @@ def logs(job_id: str = typer.Argument(..., help="Job id."),
                 job = _call(lambda: c.job(job_id))
                 if job.status in ("succeeded", "failed", "cancelled"):
                     text, _ = _call(lambda: c.logs(job_id, offset))
-                    sys.stdout.write(text)
+                    sys.stdout.write(plain(text, multiline=True, keep_colour=True))
                     raise typer.Exit(0 if job.status == "succeeded" else 1)
                 _time.sleep(0.5)
 
@@ -429,8 +522,8 @@ def start(
         spec["nodes"] = len(node)
     with _client() as c:
         job = _call(lambda: c.submit(spec))
-        err.print(f"submitted [bold]{job.id}[/] on {job.world_size} rank(s), {job.backend}: "
-                  + " ".join(job.command), highlight=False, soft_wrap=True)
+        err.print(f"submitted [bold]{markup(job.id)}[/] on {job.world_size} rank(s), {markup(job.backend)}: "
+                  + markup(" ".join(job.command)), highlight=False, soft_wrap=True)
         try:
             code = follow_training(c, job.id)
         except KeyboardInterrupt:
@@ -454,9 +547,9 @@ def follow_training(c: Client, job_id: str) -> int:
         with bar:
             for event, data in c.events(job_id):
                 if event == "status":
-                    bar.update(task, description=data["status"])
+                    bar.update(task, description=markup(data["status"]))
                     if data["status"] == "pending" and data.get("pending_reason"):
-                        bar.console.print(f"pending: {data['pending_reason']}", highlight=False)
+                        bar.console.print(f"pending: {markup(data['pending_reason'])}", highlight=False)
                 elif event == "progress":
                     last.update(data)
                     total = data.get("total_steps")
@@ -466,7 +559,7 @@ def follow_training(c: Client, job_id: str) -> int:
                                eta=f"{data['eta_s']:.0f}s" if isinstance(data.get("eta_s"), (int, float)) else "-")
                 elif event == "log" and " JUPITER_PROGRESS " not in data and not data.endswith("JUPITER_PROGRESS"):
                     if data.startswith(("[jupiter]", "[0] [train]")) or "Error" in data or "error" in data:
-                        bar.console.print(data, markup=False, highlight=False, soft_wrap=True)
+                        bar.console.print(ansi(data), highlight=False, soft_wrap=True)
                 elif event == "end":
                     end = data
     except httpx.TransportError as exc:
@@ -480,10 +573,10 @@ def follow_training(c: Client, job_id: str) -> int:
                   + (f", eval loss {last['eval_loss']:.4f}" if isinstance(last.get("eval_loss"), (int, float)) else ""),
                   highlight=False)
         if last.get("checkpoint"):
-            err.print(f"checkpoint: {last['checkpoint']}", highlight=False, soft_wrap=True)
+            err.print(f"checkpoint: {markup(last['checkpoint'])}", highlight=False, soft_wrap=True)
         return 0
-    err.print(f"[bold red]{job_id} {end['status']}[/]" + (f": {end['error']}" if end.get("error") else ""),
-              highlight=False, soft_wrap=True)
+    err.print(f"[bold red]{markup(job_id)} {markup(end['status'])}[/]"
+              + (f": {markup(end['error'])}" if end.get("error") else ""), highlight=False, soft_wrap=True)
     return end.get("exit_code") or 1
 
 
@@ -513,6 +606,11 @@ def model_info(preset: str = typer.Argument("tiny", help="micro | tiny | small |
 def version() -> None:
     """Print Jupiter's version."""
     print(__version__)
+
+
+from shared import cli_admin  # noqa: E402  (registers `jupiter token` and `jupiter nodes approve|delete`)
+
+cli_admin.register(app, nodes_app)
 
 
 def main() -> None:

@@ -6,11 +6,14 @@ The CLI, the agents, the tests and the benchmarks all talk to the coordinator th
 from __future__ import annotations
 
 import os
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from shared.paths import DEFAULT_URL, jupiter_home, read_secret
+from shared.tlspin import context_for, fetch_pinned_ca, is_https
 from shared.schemas import (
     ClusterSummary,
     HeartbeatRequest,
@@ -25,6 +28,8 @@ from shared.schemas import (
     RankReportAck,
     RegisterRequest,
     RegisterResponse,
+    TokenCreate,
+    TokenOut,
 )
 
 
@@ -58,13 +63,54 @@ def default_admin_token() -> str | None:
     return os.environ.get("JUPITER_TOKEN") or read_secret(jupiter_home() / "admin.token")
 
 
+_pinned: dict[tuple[str, str], ssl.SSLContext] = {}
+
+
+def default_verify(url: str) -> ssl.SSLContext | bool:
+    """How a client on this machine trusts an https coordinator: the CA file in JUPITER_CA_FILE,
+    else the CA whose SHA-256 is JUPITER_CA_SHA256 (fetched and checked before any token is
+    sent), else the leader's own CA in $JUPITER_HOME/tls/ca.pem, else the system's trust store
+    (a coordinator started with a certificate from a public CA)."""
+    if not is_https(url):
+        return True
+    ca_file = os.environ.get("JUPITER_CA_FILE")
+    if ca_file:
+        try:
+            return context_for(Path(ca_file).expanduser().read_bytes())
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise TrustError(f"JUPITER_CA_FILE {ca_file}: not a readable PEM certificate ({exc})") from None
+    pin = os.environ.get("JUPITER_CA_SHA256")
+    if pin:
+        key = (url, pin)
+        if key not in _pinned:
+            try:
+                _pinned[key] = context_for(fetch_pinned_ca(url, pin))
+            except ValueError as exc:
+                raise TrustError(f"JUPITER_CA_SHA256: {exc}") from None
+        return _pinned[key]
+    own = jupiter_home() / "tls" / "ca.pem"
+    if own.is_file():
+        try:
+            return context_for(own.read_bytes())
+        except (OSError, ValueError, ssl.SSLError):
+            pass
+    return True
+
+
+class TrustError(Exception):
+    """The client was told how to trust the coordinator, and that cannot be done."""
+
+
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, verify: ssl.SSLContext | bool | None = None):
         self.url = (url or default_url()).rstrip("/")
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        if verify is None:
+            verify = default_verify(self.url)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport,
+                                  verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -125,6 +171,19 @@ class Client:
 
     def delete_node(self, node_id: str) -> None:
         self.request("DELETE", f"/nodes/{node_id}")
+
+    def approve(self, node_id: str) -> NodeOut:
+        return NodeOut.model_validate(self.request("POST", f"/nodes/{node_id}/approve").json())
+
+    def create_token(self, req: TokenCreate) -> TokenOut:
+        return TokenOut.model_validate(self.request("POST", "/tokens", content=req.model_dump_json(),
+                                                    headers={"content-type": "application/json"}).json())
+
+    def tokens(self) -> list[TokenOut]:
+        return [TokenOut.model_validate(t) for t in self.request("GET", "/tokens").json()]
+
+    def revoke_token(self, token_id: str) -> TokenOut:
+        return TokenOut.model_validate(self.request("DELETE", f"/tokens/{token_id}").json())
 
     def cluster(self) -> ClusterSummary:
         return ClusterSummary.model_validate(self.request("GET", "/cluster").json())

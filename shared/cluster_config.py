@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.schemas import DeclaredNode
 
@@ -29,7 +29,19 @@ class ClusterConfig(BaseModel):
     gradient_compression: bool = False
     checkpoint_on_failure: bool = True
     auto_restart_failed_nodes: bool = True
+    python: str | None = Field(
+        None, max_length=1024,
+        description="Interpreter mpirun starts on every host for mpi jobs (an absolute path that exists "
+                    "on each of them). Default: the coordinator's own. Never taken from a node's report.")
     nodes: list[DeclaredNode] = Field(default_factory=list)
+
+    @field_validator("python")
+    @classmethod
+    def _absolute_python(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+            raise ValueError("must be an absolute path such as /Users/you/jupiter/.venv/bin/python "
+                             "(mpirun runs it as given on every host)")
+        return value
 
 
 # Fields of the seed's schema that this version of Jupiter stores but does not act on: none at
@@ -68,6 +80,8 @@ def parse_cluster_config(text: str, source: str = "cluster.yaml") -> ClusterConf
                 msg = "unknown field"
             elif err["type"] == "missing":
                 msg = "required field is missing"
+            elif err["type"] == "value_error":
+                msg = msg.removeprefix("Value error, ")
             lines.append(f"{source}: {_where(tuple(err['loc']), raw)}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     seen_hosts: dict[str, int] = {}

@@ -15,12 +15,18 @@ Rules of a well-formed line, as `parse` applies them:
   integers >= 0; ``loss``, ``eval_loss``, ``tokens_per_s``, ``eta_s`` are finite numbers. Booleans
   are not numbers here. A wrong type rejects the whole line.
 - Other keys are kept when their value is a scalar (string, finite number, boolean, null) and dropped
-  otherwise (lists, objects, non-finite floats).
+  otherwise (lists, objects, non-finite floats). A key longer than `MAX_KEY_CHARS` is dropped too,
+  and a string value is cut to `MAX_TEXT_CHARS`.
+
+A tracker keeps at most `MAX_EXTRA_KEYS` distinct other keys per job, the first ones reported; later
+new ones are dropped (and the first drop is logged once). Its loss history holds at most
+`DEFAULT_MAX_POINTS` points, however long the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from typing import Any, TextIO
@@ -29,7 +35,17 @@ PREFIX = "JUPITER_PROGRESS "
 MAX_LINE_BYTES = 8 * 1024
 INT_KEYS = ("step", "total_steps", "epoch")
 FLOAT_KEYS = ("loss", "eval_loss", "tokens_per_s", "eta_s")
+# Loss points kept per job, spread evenly over the whole run: enough for a smooth chart at any
+# width a screen has, and a few tens of KiB in GET /jobs/{id}.
 DEFAULT_MAX_POINTS = 2000
+# Keys beyond the known ones: a training script reports a handful (lr, grad_norm, phase...). 64 is
+# far above that and keeps a job's progress under ~25 KiB in GET /jobs, which the dashboard polls
+# every few seconds, whatever a rank prints.
+MAX_EXTRA_KEYS = 64
+MAX_KEY_CHARS = 64     # a name, not a sentence
+MAX_TEXT_CHARS = 256   # a string value: a phase, a file name, a short status line
+
+log = logging.getLogger("jupiter.progress")
 
 
 class _Bad(Exception):
@@ -57,13 +73,17 @@ def _clean(obj: object) -> dict[str, Any] | None:
     for key, value in obj.items():
         if not isinstance(key, str):
             return None
+        if len(key) > MAX_KEY_CHARS:
+            continue
         if key in INT_KEYS:
             if value is not None and not (_is_int(value) and value >= 0):
                 return None
         elif key in FLOAT_KEYS:
             if value is not None and not _is_number(value):
                 return None
-        elif value is None or isinstance(value, (str, bool)) or _is_number(value):
+        elif isinstance(value, str):
+            value = value[:MAX_TEXT_CHARS]
+        elif value is None or isinstance(value, bool) or _is_number(value):
             pass
         else:
             continue  # a non-scalar (or non-finite) extra is dropped, the line is kept
@@ -229,8 +249,11 @@ class ProgressTracker:
       number of losses it reported before (0, 1, 2, ...), so every point's step is an int.
     """
 
-    def __init__(self, max_points: int = DEFAULT_MAX_POINTS) -> None:
+    def __init__(self, max_points: int = DEFAULT_MAX_POINTS, label: str = "a job") -> None:
         self._max = max_points
+        self.label = label  # who the tracker follows, for the log
+        self._extra_keys: set[str] = set()  # the other keys admitted, first come (MAX_EXTRA_KEYS)
+        self.dropped_keys = 0
         self._by_rank: dict[int, dict[str, Any]] = {}
         self._first_rank: int | None = None  # first rank to report anything
         self._hist0 = _History(max_points)
@@ -243,6 +266,7 @@ class ProgressTracker:
         clean = _clean(record)
         if clean is None:
             raise ValueError(f"not a progress record: {record!r}")
+        clean = self._admit(clean)
         merged = self._by_rank.setdefault(rank, {})
         merged.update(clean)
         if self._first_rank is None:
@@ -258,6 +282,22 @@ class ProgressTracker:
             return
         step = merged.get("step")
         hist.add(hist.count if step is None else step, float(clean["loss"]))
+
+    def _admit(self, record: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+        """`record` without the other keys beyond the job's MAX_EXTRA_KEYS."""
+        out: dict[str, Any] = {}
+        for key, value in record.items():
+            if key in INT_KEYS or key in FLOAT_KEYS or key in self._extra_keys:
+                out[key] = value
+            elif len(self._extra_keys) < MAX_EXTRA_KEYS:
+                self._extra_keys.add(key)
+                out[key] = value
+            else:
+                if not self.dropped_keys and not quiet:
+                    log.warning("progress of %s: more than %d distinct keys reported; new keys (%r first) "
+                                "are dropped", self.label, MAX_EXTRA_KEYS, key[:MAX_KEY_CHARS])
+                self.dropped_keys += 1
+        return out
 
     @property
     def history_rank(self) -> int | None:
@@ -308,14 +348,14 @@ class ProgressTracker:
         try:
             if data.get("version") != 1:
                 raise ValueError(f"unknown progress version {data.get('version')!r}")
-            t = cls(int(data.get("max_points", DEFAULT_MAX_POINTS)))
+            t = cls(min(int(data.get("max_points", DEFAULT_MAX_POINTS)), DEFAULT_MAX_POINTS))
             state = data["state"]
             for r, rec in state["by_rank"].items():
                 rank = int(r)
                 clean = _clean(rec)
                 if rank < 0 or clean is None:
                     raise ValueError(f"bad record for rank {r!r}")
-                t._by_rank[rank] = clean
+                t._by_rank[rank] = t._admit(clean, quiet=True)  # a store from before the quota is cut down too
             first, fb = state.get("first_rank"), state.get("fallback_rank")
             for v in (first, fb):
                 if v is not None and not (_is_int(v) and v >= 0):

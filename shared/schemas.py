@@ -13,18 +13,33 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.text import control_char
+
 # A host is a DNS name or an IPv4/IPv6 literal: nothing a shell or a hostfile could misread.
 HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 # Node names are for people ("Main MacBook") but never carry control characters or path parts.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()+-]{0,63}$")
 
+
+def plain_text(value: str) -> str:
+    """Refuse control characters (C0, DEL, C1, bidi overrides): text from nodes is shown to people
+    in terminals and pages, where they would be escape sequences or reorder what is shown."""
+    found = control_char(value)
+    if found:
+        raise ValueError(f"contains the control character {found}: only plain text is accepted")
+    return value
+
+
 Host = Annotated[str, StringConstraints(max_length=253), AfterValidator(lambda v: validate_host(v))]
 NodeName = Annotated[str, StringConstraints(pattern=NAME_RE.pattern, max_length=64)]
-ShortText = Annotated[str, StringConstraints(max_length=256)]
+# Plain text: no control characters, no escape sequences (see shared/text.py).
+PlainText = AfterValidator(plain_text)
+ShortText = Annotated[str, StringConstraints(max_length=256), PlainText]
+NodeKey = Annotated[str, StringConstraints(min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 
 DeviceType = Literal["mac", "nvidia", "cpu"]
 Role = Literal["generator", "trainer", "hybrid", "evaluator"]
-NodeStatus = Literal["ready", "busy", "draining", "down"]
+NodeStatus = Literal["ready", "busy", "draining", "down", "pending"]
 
 
 class Wire(BaseModel):
@@ -97,7 +112,7 @@ class NodeFacts(Wire):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_FACTS]})
 
-    machine_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+    machine_id: Annotated[str, StringConstraints(min_length=1, max_length=128), PlainText] = Field(
         ..., description="Stable hardware identity (IOPlatformUUID on macOS, /etc/machine-id on Linux)."
     )
     hostname: ShortText = Field(..., examples=["mac-mini.local"])
@@ -116,7 +131,7 @@ class NodeFacts(Wire):
     thunderbolt: ThunderboltInfo = Field(default_factory=ThunderboltInfo)
     interfaces: list[NetInterface] = Field(default_factory=list, max_length=256)
     gpus: list[GPUInfo] = Field(default_factory=list, max_length=64)
-    problems: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(
+    problems: list[Annotated[str, StringConstraints(max_length=1000), PlainText]] = Field(
         default_factory=list, max_length=64, description="Problems the agent found on its own node."
     )
     agent_version: ShortText = ""
@@ -133,18 +148,27 @@ class RegisterRequest(Wire):
     host: Host = Field(..., description="Address other nodes and the coordinator reach this node at.",
                        examples=["mac-mini-1.local"])
     facts: NodeFacts
+    node_key: NodeKey = Field(..., description=(
+        "The agent's own secret, made at its first enrolment and kept in its state dir. It must be "
+        "the same at every later registration of this name: nobody else can take the node over."),
+        examples=["nk_3q2m7x0b8Jd1Lz4Vt6Yw9Rk5Hs2Pf8Ce0Ua1Ig7Oe4N"])
+    node_token: Annotated[str, StringConstraints(max_length=128)] | None = Field(None, description=(
+        "The node token the agent holds now. Only a node enrolled by a Jupiter older than node keys "
+        "needs it: showing it once binds the node key to the node."))
 
 
 class RegisterResponse(Wire):
     node_id: str = Field(..., examples=["n-3f9a1c2b7d"])
     node_token: str = Field(..., description="Secret for this node's heartbeats; shown once.")
     heartbeat_interval_s: float = Field(..., examples=[5.0])
+    admitted: bool = Field(True, description="False: the node is pending until an admin approves it "
+                                             "(`jupiter nodes approve NAME`); it is sent no work until then.")
 
 
 class RankState(Wire):
     """What an agent knows of one rank it runs."""
 
-    job_id: Annotated[str, StringConstraints(max_length=64)]
+    job_id: Annotated[str, StringConstraints(max_length=64), PlainText]
     rank: int = Field(..., ge=0, le=4096)
     attempt: int = Field(0, ge=0, le=1000)
     state: Literal["starting", "running", "exited"]
@@ -163,6 +187,7 @@ class RankAssignment(Wire):
     world_size: int
     command: list[str]
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(default_factory=dict, description="The job's secret_env (never logged).")
     backend: str = "ring"
     hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (SPEC §8 `ring`).")
     start_timeout_s: float = 60.0
@@ -175,7 +200,7 @@ class HeartbeatRequest(Wire):
         {"instance": "5f0c9a1e2b3d4c6e", "memory_available_gb": 40.8,
          "ranks": [{"job_id": "j-0a1b2c3d4e", "rank": 1, "state": "running", "pid": 4242}]}]})
 
-    instance: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+    instance: Annotated[str, StringConstraints(max_length=64), PlainText] | None = Field(
         None, description="Random per agent process: a new value means the agent restarted, so "
                           "ranks it ran before and no longer lists are gone.")
     facts: NodeFacts | None = Field(None, description="Full facts, sent at start and whenever they change.")
@@ -238,6 +263,7 @@ class NodeOut(BaseModel):
     registered_at: datetime | None
     agent_version: str | None
     drained: bool = False
+    admitted: bool = Field(True, description="False while the node waits for an admin's approval (status pending).")
 
 
 class EventOut(BaseModel):
@@ -307,7 +333,7 @@ def validate_host(value: str, what: str = "host") -> str:
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
 RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", "JUPITER_JOB_ID", "JUPITER_RANK",
-                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE", "JUPITER_ATTEMPT")
+                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE", "JUPITER_ATTEMPT", "JUPITER_JOB_DIR")
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 Backend = Literal["ring", "mpi", "jaccl"]
@@ -340,6 +366,9 @@ class JobSpec(Wire):
     backend: Backend | None = Field(None, description="Default: cluster.yaml's backend.")
     env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
         default_factory=dict, max_length=256, examples=[{"KEY": "value"}])
+    secret_env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
+        default_factory=dict, max_length=256, examples=[{"API_KEY": "..."}],
+        description="Like env, but never shown back: no API answer, log or page carries its values.")
     roles: list[Role] | None = Field(None, max_length=4, description="Eligible node roles; null: any.")
     min_memory_gb: float = Field(0, ge=0, le=1 << 20)
     timeout_s: float | None = Field(None, gt=0, le=30 * 86400, description="Fail the job after this long running.")
@@ -357,9 +386,14 @@ class JobSpec(Wire):
             raise ValueError("give exactly one of command (an argv list) or domain (the built-in trainer)")
         if self.command is not None and (self.epochs or self.preset or self.steps):
             raise ValueError("epochs, preset and steps are for the built-in trainer (domain), not a command")
-        bad = sorted(k for k in self.env if k in RESERVED_ENV)
-        if bad:
-            raise ValueError(f"env: {', '.join(bad)} is set by Jupiter for every rank and cannot be overridden")
+        for field_name, values in (("env", self.env), ("secret_env", self.secret_env)):
+            bad = sorted(k for k in values if k in RESERVED_ENV)
+            if bad:
+                raise ValueError(f"{field_name}: {', '.join(bad)} is set by Jupiter for every rank and cannot be "
+                                 f"overridden")
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"secret_env: {', '.join(both)} is also in env; give each name in one of them")
         if self.node_names is not None:
             if len(set(self.node_names)) != len(self.node_names):
                 raise ValueError("node_names: a node may appear only once")
@@ -393,7 +427,8 @@ class JobOut(BaseModel):
     world_size: int
     nodes: list[str] = Field(..., description="Node names in rank order (empty while pending).")
     command: list[str]
-    env: dict[str, str]
+    env: dict[str, str] | None = Field(None, description="The job's env; in the job itself (GET /jobs/{id}), "
+                                                          "left out of lists. secret_env is never shown.")
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
@@ -420,9 +455,11 @@ class JobDetail(JobOut):
 
 
 class RankOutput(Wire):
-    """Lines a rank printed, numbered so a resend after a lost answer is not stored twice."""
+    """Lines a rank printed, numbered so a resend after a lost answer is not stored twice.
+    The lines are the rank's own output and may hold colour codes: readers show them through
+    shared.text, never raw."""
 
-    job_id: Annotated[str, StringConstraints(max_length=64)]
+    job_id: Annotated[str, StringConstraints(max_length=64), PlainText]
     rank: int = Field(..., ge=0, le=4096)
     attempt: int = Field(0, ge=0, le=1000)
     seq: int = Field(..., ge=0, le=2**53, description="Number of the first line in `lines` (0-based, per rank).")
@@ -449,3 +486,31 @@ class OrdersRequest(Wire):
 
     ranks: list[RankState] = Field(default_factory=list, max_length=4096)
     wait_s: float = Field(20, ge=0, le=60)
+
+
+# --------------------------------------------------------------------------- join tokens
+
+
+class TokenCreate(Wire):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ttl_s": 86400, "uses": 1, "node": "mac-mini-2", "auto_approve": False, "description": "for the new mini"}]})
+
+    ttl_s: float | None = Field(86400, gt=0, le=366 * 86400, description="Seconds until it expires; null: never.")
+    uses: int | None = Field(None, ge=1, le=10_000, description="How many nodes may enrol with it; null: any number.")
+    node: NodeName | None = Field(None, description="Only this node name may enrol with it, and is admitted at once.")
+    auto_approve: bool = Field(False, description="Nodes enrolled with it are admitted at once (not pending).")
+    description: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")] = ""
+
+
+class TokenOut(BaseModel):
+    id: str = Field(..., examples=["k3x9q2"])
+    description: str = ""
+    created_at: datetime
+    expires_at: datetime | None
+    uses: int
+    max_uses: int | None
+    node: str | None
+    auto_approve: bool
+    status: Literal["usable", "expired", "used up", "revoked"]
+    token: str | None = Field(None, description="The join string (CA pin, id and secret): in the answer to "
+                                                "POST /tokens only, never again.")

@@ -67,10 +67,13 @@ def wait_for(predicate, timeout: float = 10.0, every: float = 0.05, what: str = 
 
 class CoordinatorProcess:
     def __init__(self, home: Path, *, config: Path | None = None, heartbeat_interval: float = 0.5,
-                 down_after: float = 2.0, extra_env: dict | None = None, port: int | None = None):
+                 down_after: float = 2.0, extra_env: dict | None = None, port: int | None = None,
+                 tls: bool = False, extra_args: list[str] | None = None):
         self.home = home
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args or [])
         self.config = config
         self.heartbeat_interval = heartbeat_interval
         self.down_after = down_after
@@ -90,7 +93,9 @@ class CoordinatorProcess:
         argv = [PY, "-m", "shared.cli", "coordinator", "--port", str(self.port),
                 "--heartbeat-interval", str(self.heartbeat_interval), "--down-after", str(self.down_after)]
         argv += ["--config", str(self.config)] if self.config else ["--config", str(REPO / "tests" / "empty.yaml")]
-        return argv
+        if self.tls:
+            argv.append("--tls")
+        return argv + self.extra_args
 
     def start(self) -> "CoordinatorProcess":
         self.home.mkdir(parents=True, exist_ok=True)
@@ -103,7 +108,29 @@ class CoordinatorProcess:
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"coordinator exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-        return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        return httpx.get(self.url + "/healthz", timeout=1, verify=self.verify()).status_code == 200
+
+    def verify(self):
+        """Trust for this coordinator: its own CA (made on first start) when it serves HTTPS."""
+        if not self.tls:
+            return True
+        from shared.tlspin import context_for
+
+        return context_for((self.home / "tls" / "ca.pem").read_bytes())
+
+    @property
+    def ca_pin(self) -> str:
+        from shared.tlspin import fingerprint
+
+        return fingerprint((self.home / "tls" / "ca.pem").read_bytes())
+
+    def join_string(self) -> str:
+        """The pinned join string the coordinator wrote for its cluster join secret."""
+        return (self.home / "join.token").read_text().strip()
+
+    def http(self, **kw) -> httpx.Client:
+        """A bare httpx client for this coordinator (raw requests in tests), trusting its CA."""
+        return httpx.Client(base_url=self.url, verify=self.verify(), **kw)
 
     def kill(self, sig=signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
@@ -121,19 +148,22 @@ class CoordinatorProcess:
 
     def client(self, token: str | None = "admin") -> Client:
         tok = {"admin": self.admin_token, "join": self.join_token}.get(token, token)
-        return Client(self.url, tok)
+        return Client(self.url, tok, verify=self.verify())
 
 
 class AgentProcess:
     def __init__(self, coord: CoordinatorProcess, name: str, state_dir: Path, *, host: str = "127.0.0.1",
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, extra_args: list[str] | None = None):
         self.coord, self.name, self.state_dir, self.host = coord, name, state_dir, host
         self.extra_env = extra_env or {}
+        self.extra_args = list(extra_args or [])  # more `jupiter agent` options (--python, --work-dir)
         self.proc: subprocess.Popen | None = None
         self.log_path = state_dir.parent / f"agent-{name}.log"
 
     def start(self) -> "AgentProcess":
-        env = dict(os.environ, JUPITER_HOME=str(self.state_dir.parent), JUPITER_JOIN_TOKEN=self.coord.join_token,
+        # Over HTTPS an agent needs the pinned join string; on plain loopback the bare secret does.
+        join = self.coord.join_string() if self.coord.tls else self.coord.join_token
+        env = dict(os.environ, JUPITER_HOME=str(self.state_dir.parent), JUPITER_JOIN_TOKEN=join,
                    PYTHONUNBUFFERED="1")
         env.pop("JUPITER_TOKEN", None)
         env.update(self.extra_env)
@@ -141,7 +171,7 @@ class AgentProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [PY, "-m", "shared.cli", "agent", "--coordinator", self.coord.url, "--name", self.name,
-             "--host", self.host, "--state-dir", str(self.state_dir)],
+             "--host", self.host, "--state-dir", str(self.state_dir)] + self.extra_args,
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -173,3 +203,17 @@ def sample_facts(machine_id: str = "m-test-1", **over) -> dict:
     }
     facts.update(over)
     return facts
+
+
+def node_key(name: str, facts: dict | None = None) -> str:
+    """A node key for a hand-made registration: the same name on the same machine always shows
+    the same key (as one agent would), another machine under that name another key."""
+    import hashlib
+
+    machine = (facts or {}).get("machine_id", "")
+    return "nk_" + hashlib.sha256(f"{name}/{machine}".encode()).hexdigest()[:43]
+
+
+def registration(name: str, host: str, facts: dict, **extra) -> dict:
+    """A POST /nodes/register body as an agent sends it."""
+    return {"name": name, "host": host, "facts": facts, "node_key": node_key(name, facts), **extra}

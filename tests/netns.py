@@ -274,9 +274,9 @@ class Host:
         return int(info[0]["stats64"]["tx"]["packets"])
 
     # -- talking to a server in this namespace ------------------------------------------------
-    def transport(self, allowed: str) -> "NsTransport":
+    def transport(self, allowed: str, ca: Path | None = None) -> "NsTransport":
         if self._relay is None or not self._relay.alive():
-            self._relay = NsTransport(self, allowed)
+            self._relay = NsTransport(self, allowed, ca)
         return self._relay
 
 
@@ -399,19 +399,26 @@ class Net:
 
 # --------------------------------------------------------------------------- the relay (HTTP over a pipe)
 
-_RELAY_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from tests.netns import relay_main; relay_main(sys.argv[2])"
+_RELAY_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from tests.netns import relay_main; "
+               "relay_main(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)")
 
 
-def relay_main(allowed: str) -> None:
+def relay_main(allowed: str, ca_path: str | None = None) -> None:
     """Runs inside a host namespace: reads one JSON request per line on stdin, makes it with httpx
-    (only to `allowed`, host:port), answers one JSON line on stdout."""
+    (only to `allowed`, host:port; over HTTPS trusting only the CA in `ca_path`), answers one JSON
+    line on stdout."""
     out = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = sys.stderr
-    http = httpx.Client()
+    http = None
     for line in sys.stdin:
         try:
             req = json.loads(line)
             url = httpx.URL(req["url"])
+            if http is None:  # the coordinator writes its CA at first start: read it once it exists
+                from shared.tlspin import context_for
+
+                verify = context_for(Path(ca_path).read_bytes()) if ca_path and url.scheme == "https" else True
+                http = httpx.Client(verify=verify)
             if f"{url.host}:{url.port}" != allowed:
                 raise httpx.UnsupportedProtocol(f"relay only talks to {allowed}, not {url.host}:{url.port}")
             t = req.get("timeout") or {}
@@ -436,12 +443,13 @@ class NsTransport(httpx.BaseTransport):
     The test process (root namespace) only writes to a pipe; the TCP connection is made from the
     namespace, to the one address:port given."""
 
-    def __init__(self, host: Host, allowed: str):
+    def __init__(self, host: Host, allowed: str, ca: Path | None = None):
         self.host = host
         self.allowed = allowed
         self._lock = threading.Lock()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = host.popen([PY, "-c", _RELAY_BOOT, str(REPO), allowed], env=env, stdin=subprocess.PIPE,
+        extra = [str(ca)] if ca is not None else []
+        self.proc = host.popen([PY, "-c", _RELAY_BOOT, str(REPO), allowed, *extra], env=env, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, what="relay")
 
     def alive(self) -> bool:
@@ -507,7 +515,8 @@ class NsCoordinator:
                  admin_token: str | None = None, join_token: str | None = None):
         self.host, self.home, self.config = host, home, config
         self.port = port
-        self.url = f"http://{host.addr}:{port}"
+        # Bound off loopback, the coordinator serves only HTTPS, with its own CA (made at first start).
+        self.url = f"https://{host.addr}:{port}"
         self.heartbeat_interval, self.down_after = heartbeat_interval, down_after
         self.admin_token = admin_token or "adm_" + secrets.token_hex(16)
         self.join_token = join_token or "join_" + secrets.token_hex(16)
@@ -541,7 +550,12 @@ class NsCoordinator:
 
     def client(self, token: str | None = "admin") -> Client:
         tok = {"admin": self.admin_token, "join": self.join_token}.get(token, token)
-        return Client(self.url, tok, transport=self.host.transport(f"{self.host.addr}:{self.port}"))
+        return Client(self.url, tok, verify=False,  # the relay inside the namespace verifies, against our CA
+                      transport=self.host.transport(f"{self.host.addr}:{self.port}", self.home / "tls" / "ca.pem"))
+
+    def join_string(self) -> str:
+        """The pinned join string (CA pin, id, secret): with the URL, all an agent is given."""
+        return (self.home / "join.token").read_text().strip()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc:
@@ -570,7 +584,7 @@ class NsAgent:
 
     def start(self) -> "NsAgent":
         self.home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, JUPITER_HOME=str(self.home), JUPITER_JOIN_TOKEN=self.coord.join_token,
+        env = dict(os.environ, JUPITER_HOME=str(self.home), JUPITER_JOIN_TOKEN=self.coord.join_string(),
                    PYTHONUNBUFFERED="1")
         env.pop("JUPITER_TOKEN", None)
         env.update(self.extra_env)

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from tests.harness import REPO, free_port, sample_facts
+from tests.harness import REPO, free_port, sample_facts, registration
 
 ADMIN_ROUTES = [
     ("GET", "/nodes"), ("GET", "/nodes/{id}"), ("POST", "/nodes/{id}/drain"), ("POST", "/nodes/{id}/undrain"),
@@ -22,7 +22,7 @@ def nodes(coordinator):
     out = []
     for i in (1, 2):
         r = httpx.post(coordinator.url + "/nodes/register", headers={"Authorization": f"Bearer {coordinator.join_token}"},
-                       json={"name": f"n{i}", "host": "127.0.0.1", "facts": sample_facts(f"m{i}")})
+                       json=registration(f"n{i}", "127.0.0.1", sample_facts(f"m{i}")))
         out.append(r.json())
     return out
 
@@ -52,7 +52,7 @@ def test_heartbeat_needs_that_nodes_own_token(coordinator, nodes):
 
 
 def test_register_needs_the_join_token(coordinator, nodes):
-    body = {"name": "n3", "host": "127.0.0.1", "facts": sample_facts("m3")}
+    body = registration("n3", "127.0.0.1", sample_facts("m3"))
     assert call(coordinator, "POST", "/nodes/register", None, "", body).status_code == 401
     assert call(coordinator, "POST", "/nodes/register", nodes[0]["node_token"], "", body).status_code == 403
     assert call(coordinator, "POST", "/nodes/register", coordinator.join_token, "", body).status_code == 200

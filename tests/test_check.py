@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.harness import REPO, wait_for
+from tests.harness import REPO, wait_for, registration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "clusters"
 
@@ -55,7 +55,7 @@ def _register_fixture(coord, name):
                  "mlx_device": n["mlx_device"], "mpi": n["mpi"], "thunderbolt": n["thunderbolt"],
                  "interfaces": n.get("interfaces", [])}
         r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                       json={"name": n["name"], "host": n["host"], "facts": facts})
+                       json=registration(n["name"], n["host"], facts))
         assert r.status_code == 200, r.text
     return nodes
 

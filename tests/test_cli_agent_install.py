@@ -11,16 +11,17 @@ import sys
 from tests.harness import REPO
 
 
-def jupiter(*args, home):
+def jupiter(*args, home, stdin: str | None = None):
     env = dict(os.environ, HOME=str(home), JUPITER_HOME=str(home / ".jupiter"))
     env.pop("JUPITER_JOIN_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)
 
 
 def test_launchd_print_shows_a_valid_plist_and_writes_nothing(tmp_path):
     out = jupiter("agent", "install", "--launchd", "--print", "--coordinator", "http://leader.local:8470",
-                  "--name", "mac-mini-2", "--host", "169.254.10.2", "--join-token", "secret-join-123", home=tmp_path)
+                  "--name", "mac-mini-2", "--host", "169.254.10.2", "--join-token-stdin", home=tmp_path,
+                  stdin="secret-join-123\n")
     assert out.returncode == 0, out.stderr
     xml = out.stdout[out.stdout.index("<?xml"):out.stdout.index("</plist>") + len("</plist>")]
     plist = plistlib.loads(xml.encode())
@@ -36,7 +37,7 @@ def test_launchd_print_shows_a_valid_plist_and_writes_nothing(tmp_path):
 
 def test_systemd_print_and_bad_options(tmp_path):
     out = jupiter("agent", "install", "--systemd", "--print", "--coordinator", "http://leader.local:8470",
-                  "--name", "gpu-box", "--join-token", "secret-join-123", home=tmp_path)
+                  "--name", "gpu-box", "--join-token-stdin", home=tmp_path, stdin="secret-join-123\n")
     assert out.returncode == 0, out.stderr
     assert "Restart=always" in out.stdout and "systemctl" in out.stdout
     bad = jupiter("agent", "install", "--systemd", "--print", "--coordinator", "ftp://x", home=tmp_path)

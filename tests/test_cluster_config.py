@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.cluster_config import ConfigError, load_cluster_config, parse_cluster_config
-from tests.harness import REPO, sample_facts
+from tests.harness import REPO, sample_facts, registration
 
 NODE = dict(host="mini.local", name="Mini", device_type="mac", memory_gb=24, chip="M4", role="trainer")
 
@@ -75,8 +75,8 @@ def test_declared_nodes_are_down_until_their_agent_registers_and_contradictions_
         assert nodes["Mini"].declared.memory_gb == 64
     # An agent on mini.local registers under another name: matched by host, it takes the declared entry.
     r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                   json={"name": "mac-mini", "host": "mini.local",
-                         "facts": sample_facts("m1", chip="Apple M4", memory_gb=24, device_type="mac")})
+                   json=registration("mac-mini", "mini.local",
+                                     sample_facts("m1", chip="Apple M4", memory_gb=24, device_type="mac")))
     assert r.status_code == 200
     with coord.client() as c:
         nodes = {n.name: n for n in c.nodes()}
@@ -98,7 +98,7 @@ def test_backend_mpi_problems_name_mpich_nodes_and_the_ssh_requirement(start_coo
     for name, host, mpi in (("m1", "mini-1.local", {"implementation": "openmpi", "version": "5.0.11"}),
                             ("m2", "mini-2.local", {"implementation": "mpich", "version": "4.2.0"})):
         r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                       json={"name": name, "host": host, "facts": sample_facts(f"id-{name}", mpi=mpi)})
+                       json=registration(name, host, sample_facts(f"id-{name}", mpi=mpi)))
         assert r.status_code == 200
     with coord.client() as c:
         problems = c.cluster().problems

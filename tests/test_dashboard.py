@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import REPO, AgentProcess, CoordinatorProcess, wait_for
+from tests.harness import REPO, AgentProcess, CoordinatorProcess, wait_for, registration
 
 DASHBOARD = REPO / "coordinator" / "dashboard"
 ALLSUM = str(REPO / "tests" / "ranks" / "allsum.py")
@@ -294,7 +294,7 @@ class FakeMacs:
                           headers={"Authorization": f"Bearer {self.coord.join_token}"}) as c:
             for node in cluster:
                 facts = self.facts(node, drop_peer=to_3 if node["name"] == "studio-2" else None)
-                r = c.post("/nodes/register", json={"name": node["name"], "host": node["host"], "facts": facts})
+                r = c.post("/nodes/register", json=registration(node["name"], node["host"], facts))
                 r.raise_for_status()
                 self.nodes.append((r.json()["node_id"], r.json()["node_token"]))
         self._thread.start()

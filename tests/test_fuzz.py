@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tests.harness import CoordinatorProcess, sample_facts  # noqa: E402
+from tests.harness import CoordinatorProcess, sample_facts, registration  # noqa: E402
 
 MAX_EXAMPLES = int(os.environ.get("JUPITER_FUZZ_EXAMPLES", "10"))
 SEED = int(os.environ.get("JUPITER_FUZZ_SEED", "20261201"))
@@ -71,7 +71,7 @@ def fuzz_coordinator(tmp_path_factory):
     coord = CoordinatorProcess(root / "leader", config=config, heartbeat_interval=5.0, down_after=600.0).start()
     # Some real state, so list and detail responses carry real objects to validate.
     r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                   json={"name": "fuzz-node", "host": "127.0.0.1", "facts": sample_facts("m-fuzz")})
+                   json=registration("fuzz-node", "127.0.0.1", sample_facts("m-fuzz")))
     assert r.status_code == 200, r.text
     r = httpx.post(coord.url + "/jobs", headers={"Authorization": f"Bearer {coord.admin_token}"},
                    json={"name": "fuzz-pending", "command": ["python", "-c", "print('x')"], "nodes": 1})

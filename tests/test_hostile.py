@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import CoordinatorProcess, sample_facts, wait_for
+from tests.harness import CoordinatorProcess, sample_facts, wait_for, registration
 
 LIMIT = 1 << 20  # coordinator.app.MAX_BODY_BYTES
 NO_SUCH_INTERFACE = "jhz-none0"
@@ -70,7 +70,7 @@ def hdr(token: str | None) -> dict:
 
 def register(c, name, machine_id, host="127.0.0.1"):
     r = httpx.post(c.url + "/nodes/register", headers=hdr(c.join_token),
-                   json={"name": name, "host": host, "facts": sample_facts(machine_id)})
+                   json=registration(name, host, sample_facts(machine_id)))
     assert r.status_code == 200, r.text
     return r.json()
 

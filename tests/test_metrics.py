@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import sample_facts
+from tests.harness import sample_facts, registration
 
 
 def scrape(coord) -> dict:
@@ -21,7 +21,7 @@ def scrape(coord) -> dict:
 def test_metrics_parse_and_count_nodes_jobs_and_requests(coordinator):
     h = {"Authorization": f"Bearer {coordinator.join_token}"}
     node = httpx.post(coordinator.url + "/nodes/register", headers=h,
-                      json={"name": "m1", "host": "127.0.0.1", "facts": sample_facts("id1")}).json()
+                      json=registration("m1", "127.0.0.1", sample_facts("id1"))).json()
     httpx.put(f"{coordinator.url}/nodes/{node['node_id']}/heartbeat", json={},
               headers={"Authorization": f"Bearer {node['node_token']}"})
     admin = {"Authorization": f"Bearer {coordinator.admin_token}"}

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from shared.client import ApiError
-from tests.harness import sample_facts, wait_for
+from tests.harness import sample_facts, wait_for, registration
 
 
 def register(coord, name="mini-1", machine_id="m-1", host="127.0.0.1", **facts):
     r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                   json={"name": name, "host": host, "facts": sample_facts(machine_id, **facts)})
+                   json=registration(name, host, sample_facts(machine_id, **facts)))
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -65,7 +65,7 @@ def test_reregistering_the_same_machine_keeps_the_id_and_revokes_the_old_token(c
 def test_a_name_taken_by_another_machine_is_a_conflict(coordinator):
     register(coordinator, name="mini-1", machine_id="m-1")
     r = httpx.post(coordinator.url + "/nodes/register", headers={"Authorization": f"Bearer {coordinator.join_token}"},
-                   json={"name": "mini-1", "host": "127.0.0.1", "facts": sample_facts("m-other")})
+                   json=registration("mini-1", "127.0.0.1", sample_facts("m-other")))
     assert r.status_code == 409 and "mini-1" in r.json()["detail"]
 
 
@@ -130,9 +130,13 @@ def test_database_is_sqlite_wal_with_a_schema_version_and_no_plain_tokens(coordi
     node = register(coordinator)
     db = sqlite3.connect(coordinator.home / "coordinator.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+    from coordinator.store import SCHEMA_VERSION
+    from tests.harness import node_key, sample_facts as facts
+
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     dump = "\n".join(db.iterdump())
     assert node["node_token"] not in dump
+    assert node_key("mini-1", facts("m-1")) not in dump  # the node key is a secret too: only its digest
     assert coordinator.admin_token not in dump and coordinator.join_token not in dump
 
 

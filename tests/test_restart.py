@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.harness import CoordinatorProcess, sample_facts, wait_for
+from tests.harness import CoordinatorProcess, sample_facts, wait_for, registration
 
 
 def test_sigkill_and_restart_loses_no_node_event_or_token(tmp_path):
@@ -14,7 +14,7 @@ def test_sigkill_and_restart_loses_no_node_event_or_token(tmp_path):
         tokens = {}
         for i in range(3):
             r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                           json={"name": f"n{i}", "host": "127.0.0.1", "facts": sample_facts(f"m{i}")})
+                           json=registration(f"n{i}", "127.0.0.1", sample_facts(f"m{i}")))
             tokens[r.json()["node_id"]] = r.json()["node_token"]
         with coord.client() as c:
             c.drain(next(iter(tokens)))
@@ -45,7 +45,7 @@ def test_after_restart_silent_nodes_get_one_grace_then_go_down(tmp_path):
     home = tmp_path / "leader"
     coord = CoordinatorProcess(home, down_after=2.0).start()
     r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                   json={"name": "n", "host": "127.0.0.1", "facts": sample_facts("m")})
+                   json=registration("n", "127.0.0.1", sample_facts("m")))
     nid = r.json()["node_id"]
     coord.kill()
     again = CoordinatorProcess(home, down_after=2.0, port=coord.port)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from agent.system import System
 from shared.schemas import GPUInfo, NetInterface, ThunderboltInfo
+from shared.text import plain
 
 # Wire limits from shared/schemas.py. Text from the OS is untrusted in length: a garbled command
 # can print a 10 kB "model name", and one over-long string would make the whole NodeFacts invalid.
@@ -40,8 +41,10 @@ class PlatformFacts:
 
 
 def clip(text: str | None, limit: int = SHORT) -> str:
-    """`text` stripped and cut to `limit` characters ("" for None)."""
-    return (text or "").strip()[:limit]
+    """`text` as plain text (no control characters or escape sequences, which the coordinator
+    refuses: a hostname or a tool's output could hold them), stripped and cut to `limit`
+    characters ("" for None)."""
+    return plain(text or "").strip()[:limit]
 
 
 def gib(num_bytes: int | float | None) -> float:
@@ -74,11 +77,11 @@ def hostname(system: System, problems: list[str]) -> str:
     text = output_of(system, ["hostname"])
     if not text or not text.strip():
         text = system.read_text("/proc/sys/kernel/hostname")
-    name = clip(text)
+    name = clip((text or "").strip().split("\n", 1)[0])
     if not name:
         problems.append("could not read this node's hostname (`hostname` gave nothing)")
         return "localhost"
-    return name.splitlines()[0].strip()
+    return name
 
 
 def derived_machine_id(host: str) -> str:

@@ -32,7 +32,7 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # A systemd unit stem. '@' is left out on purpose: it would turn the unit into a template.
 UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,200}$")
 # Tokens are URL-safe base64 in practice; anything with whitespace or quotes is a paste error.
-TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{8,512}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=:-]{8,512}$")  # ':' for pinned join strings
 # Control characters would end a line in a unit file; refuse them in every path we render.
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -179,7 +179,8 @@ def validate_join_token(token: str | None) -> str | None:
     if token is None:
         return None
     if not TOKEN_RE.match(token):
-        raise ValueError("--join-token: not a valid token (8-512 URL-safe characters, no spaces)")
+        raise ValueError("join token (--join-token-stdin, --join-token-file or JUPITER_JOIN_TOKEN): not a valid "
+                         "token (8-512 URL-safe characters, no spaces)")
     return token
 
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-compile", dest="compile", action="store_false", help="do not mx.compile the step")
     g = ap.add_argument_group("checkpoints (rank 0)")
     g.add_argument("--checkpoint-dir",
-                   help="default: $JUPITER_HOME/checkpoints/$JUPITER_JOB_ID under Jupiter, else ./checkpoints/<domain>")
+                   help="default: $JUPITER_JOB_DIR/checkpoints under Jupiter (the job's folder on this node), "
+                        "else ./checkpoints/<domain>")
     g.add_argument("--checkpoint-every", type=_non_negative, default=200,
                    help="steps between checkpoints; 0 = only at the end (default: 200)")
     g.add_argument("--keep-checkpoints", type=_non_negative, default=3,

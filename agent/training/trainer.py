@@ -88,7 +88,7 @@ class TrainConfig:
     bf16: bool = False
     seed: int = 0
     max_bytes: int | None = None        # override the domain's max_bytes
-    checkpoint_dir: str | None = None   # default: $JUPITER_HOME/checkpoints/$JUPITER_JOB_ID or ./checkpoints/<domain>
+    checkpoint_dir: str | None = None   # default: $JUPITER_JOB_DIR/checkpoints under Jupiter, or ./checkpoints/<domain>
     checkpoint_every: int = 200         # steps; 0 = only at the end (and on failure)
     keep_checkpoints: int = 3
     resume: str | None = None           # a checkpoint path, or "auto"
@@ -122,6 +122,10 @@ class TrainResult:
 
 
 def default_checkpoint_dir(domain: str) -> Path:
+    # Under Jupiter: the job's folder on this node, kept across attempts (a restart resumes from it).
+    job_dir = os.environ.get("JUPITER_JOB_DIR")
+    if job_dir and os.path.isabs(job_dir):
+        return Path(job_dir) / "checkpoints"
     job = os.environ.get("JUPITER_JOB_ID")
     if job and re.match(r"^[A-Za-z0-9_.-]{1,128}$", job) and job not in (".", ".."):
         return jupiter_home() / "checkpoints" / job

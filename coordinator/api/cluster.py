@@ -36,7 +36,9 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
     cfg_path = request.app.state.settings.config_path
     return ClusterSummary(
         nodes=len(nodes),
-        nodes_by_status={s: by_status.get(s, 0) for s in ("ready", "busy", "draining", "down")},
+        nodes_by_status={**{s: by_status.get(s, 0) for s in ("ready", "busy", "draining", "down")},
+                         # pending (awaiting approval) only when some node is: most clusters never have one
+                         **({"pending": by_status["pending"]} if by_status.get("pending") else {})},
         memory_gb=round(sum(n.memory_gb or 0 for n in live), 1),
         memory_available_gb=round(sum(n.memory_available_gb or 0 for n in live), 1),
         problems=problems,

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 
 from coordinator.auth import Keyring
+from coordinator.ratelimit import ApiLimits, retry_after
 from coordinator.registry import Registry
+from coordinator.tokens import ADMIN_GRANT, CLUSTER_GRANT, Grant, TokenError
 
 NODE_ID_PATTERN = r"^n-[0-9a-f]{10}$"
 NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="A node id as returned by register.",
@@ -27,17 +29,43 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _kind(request: Request, token: str) -> tuple[str, str | None]:
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _unknown_token(request: Request, detail: str) -> HTTPException:
+    """A wrong token: counted against the client's address (see _kind)."""
+    limits: ApiLimits | None = getattr(request.app.state, "limits", None)
+    if limits is not None:
+        limits.auth_failed(_client(request))
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _kind(request: Request, token: str) -> tuple[str, str | Grant | None]:
+    """Who speaks: ("admin", None), ("join", Grant) or ("node", node id). Cheapest checks first:
+    heartbeats (node tokens) never reach the join-token table. A client address that presented
+    too many wrong tokens is answered 429 before any token is looked at, the right one included."""
+    limits: ApiLimits | None = getattr(request.app.state, "limits", None)
+    wait = limits.auth_wait(_client(request)) if limits is not None else 0.0
+    if wait:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            "too many wrong tokens from this address; try again later",
+                            headers={"Retry-After": retry_after(wait)})
     keys: Keyring = request.app.state.keyring
     if keys.is_admin(token):
         return "admin", None
     if keys.is_join(token):
-        return "join", None
+        return "join", CLUSTER_GRANT
     node = request.app.state.registry.node_for_token(token)
     if node is not None:
         return "node", node
-    raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token",
-                        headers={"WWW-Authenticate": "Bearer"})
+    try:
+        grant = request.app.state.join_tokens.grant_for(token)
+    except TokenError as exc:
+        raise _unknown_token(request, str(exc)) from None
+    if grant is not None:
+        return "join", grant
+    raise _unknown_token(request, "unknown or revoked token")
 
 
 def require_admin(request: Request) -> None:
@@ -46,10 +74,14 @@ def require_admin(request: Request) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {kind} token may not do this; use the admin token")
 
 
-def require_join(request: Request) -> None:
-    kind, _ = _kind(request, _bearer(request))
-    if kind not in ("admin", "join"):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "registering needs the join token")
+def require_join(request: Request) -> Grant:
+    """The grant of a join token (or of the admin token, which may enrol too)."""
+    kind, who = _kind(request, _bearer(request))
+    if kind == "admin":
+        return ADMIN_GRANT
+    if kind != "join":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "registering needs a join token")
+    return who
 
 
 def require_node(request: Request, node_id: NodeId) -> None:
@@ -62,7 +94,19 @@ def require_node(request: Request, node_id: NodeId) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this node token belongs to another node")
 
 
+def limit_registrations(request: Request, _grant: Annotated[Grant, Depends(require_join)]) -> None:
+    """Registrations per client address and overall (after the token is checked, so nobody
+    without a join token uses up anyone's allowance): 429 with Retry-After beyond them."""
+    limits: ApiLimits | None = getattr(request.app.state, "limits", None)
+    wait = limits.register_wait(_client(request)) if limits is not None else 0.0
+    if wait:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many registrations; try again later",
+                            headers={"Retry-After": retry_after(wait)})
+
+
 Admin = Depends(require_admin)
 Join = Depends(require_join)
+JoinGrant = Annotated[Grant, Depends(require_join)]
 NodeAuth = Depends(require_node)
+RegisterRate = Depends(limit_registrations)
 RegistryDep = Annotated[Registry, Depends(registry)]

@@ -60,8 +60,8 @@ def submit(spec: JobSpec, jobs: JobsDep, request: Request, response: Response) -
 def list_jobs(jobs: JobsDep, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[JobOut]:
     """Jobs, newest first; `?status=running` filters. Without their loss histories (up to 2,000
-    points each): `GET /jobs/{id}` has the whole history."""
-    return [jobs.view(r, history=False) for r in jobs.list_rows(status_, limit)]
+    points each) and their env: `GET /jobs/{id}` has both."""
+    return [jobs.view(r, history=False, env=False) for r in jobs.list_rows(status_, limit)]
 
 
 @router.get("/{job_id}", response_model=JobDetail, responses={404: {"model": ErrorOut}})

@@ -7,9 +7,10 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator.api.deps import Admin, Join, NodeAuth, NodeId, RegistryDep
+from coordinator.api.deps import Admin, JoinGrant, NodeAuth, NodeId, RegisterRate, RegistryDep
 from coordinator.problems import survey
-from coordinator.registry import Conflict, NotFound
+from coordinator.registry import Conflict, Forbidden, NotFound
+from coordinator.tokens import TokenError
 from shared.schemas import (
     ErrorOut,
     HeartbeatRequest,
@@ -32,17 +33,24 @@ def _missing(node_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no node with id {node_id!r}")
 
 
-@router.post("/register", response_model=RegisterResponse, dependencies=[Join],
-             responses={409: {"model": ErrorOut}})
-def register(body: RegisterRequest, reg: RegistryDep, request: Request) -> RegisterResponse:
-    """Enrol a node with its facts. The same machine under the same name keeps its node id;
-    every registration issues a fresh node token and revokes the previous one."""
+@router.post("/register", response_model=RegisterResponse, dependencies=[RegisterRate],
+             responses={409: {"model": ErrorOut}, 429: {"model": ErrorOut}})
+def register(body: RegisterRequest, reg: RegistryDep, request: Request, grant: JoinGrant) -> RegisterResponse:
+    """Enrol a node with its facts and its node key. The same name with the same node key keeps
+    its node id; another key under an enrolled name is 409 until an admin deletes the node.
+    Every registration issues a fresh node token and revokes the previous one. A node enrolled
+    with an unbound join token (not auto-approve) is pending until approved."""
     try:
-        row, token, _ = reg.register(body)
+        row, token, _ = reg.register(body, grant)
     except Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except Forbidden as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
+    except TokenError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     request.app.state.wake_scheduler()
-    return RegisterResponse(node_id=row.id, node_token=token, heartbeat_interval_s=reg.heartbeat_interval_s)
+    return RegisterResponse(node_id=row.id, node_token=token, heartbeat_interval_s=reg.heartbeat_interval_s,
+                            admitted=row.admitted)
 
 
 @router.put("/{node_id}/heartbeat", response_model=HeartbeatResponse, dependencies=[NodeAuth],
@@ -137,6 +145,18 @@ def drain(node_id: NodeId, reg: RegistryDep) -> NodeOut:
 def undrain(node_id: NodeId, reg: RegistryDep, request: Request) -> NodeOut:
     """Make the node schedulable again."""
     out = _drain(node_id, reg, False)
+    request.app.state.wake_scheduler()
+    return out
+
+
+@router.post("/{node_id}/approve", response_model=NodeOut, dependencies=[Admin],
+             responses={404: {"model": ErrorOut}})
+def approve(node_id: NodeId, reg: RegistryDep, request: Request) -> NodeOut:
+    """Admit a node that enrolled with an unbound join token: it becomes schedulable. Idempotent."""
+    try:
+        out = reg.view(reg.approve(node_id))
+    except NotFound:
+        raise _missing(node_id) from None
     request.app.state.wake_scheduler()
     return out
 

@@ -1,9 +1,10 @@
 /* Jupiter dashboard: vanilla JS, no build step, nothing fetched from anywhere but this coordinator.
  *
  * The admin token is asked for once and kept in localStorage ("Forget token" removes it). A URL
- * fragment `#token=...` is moved into localStorage and stripped from the address bar at once, so a
- * link or a script can hand the page its token (`/#token=adm_...`); `#job=ID`
- * opens that job's detail.
+ * fragment `#token=...` is stripped from the address bar at once and kept when the browser has no
+ * token yet, so a link or a script can hand the page its token (`/#token=adm_...`). It never
+ * silently replaces a token already kept: the page keeps using that one and asks (a notice with
+ * "Use the link's token" / "Keep the current one"). `#job=ID` opens that job's detail.
  *
  * Every call sends `Authorization: Bearer <token>`. The job event stream (Server-Sent Events) is
  * read with fetch() and a stream reader, because EventSource cannot send that header.
@@ -16,7 +17,7 @@
   const RECONNECT_MS = 2000;
   const MAX_LOG_LINES = 4000;
   const MAX_JOB_ROWS = 30;  // GET /jobs carries each job's loss history: keep the poll small
-  const STATUSES = ['ready', 'busy', 'draining', 'down'];
+  const STATUSES = ['ready', 'busy', 'draining', 'down', 'pending'];  // pending: enrolled, awaiting approval
   const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -164,14 +165,45 @@
     history.replaceState(null, '', location.pathname + location.search + (text ? '#' + text : ''));
   }
 
-  /** Move `#token=...` into localStorage and out of the address bar (and the history). */
+  /** Move `#token=...` out of the address bar (and the history); keep it if no token is kept yet.
+   * A different token already kept stays in use: a link must not swap the admin's session for
+   * someone else's without a click, so the page offers the link's token instead. */
+  let offeredToken = null;
   function takeTokenFromFragment() {
     const params = hashParams();
     const token = params.get('token');
     if (token === null) return;
-    if (token.trim()) store.set(token.trim());
     params.delete('token');
     setHash(params);
+    const offered = token.trim();
+    const saved = store.get();
+    if (!offered || offered === saved) return;
+    if (!saved) { store.set(offered); return; }
+    offeredToken = offered;
+    $('#token-offer-error').hidden = true;
+    $('#token-offer').hidden = false;
+  }
+
+  function dropTokenOffer() {
+    offeredToken = null;
+    $('#token-offer').hidden = true;
+  }
+
+  /** "Use the link's token": checked against the coordinator first, so a bad link cannot log out. */
+  async function acceptTokenOffer() {
+    const token = offeredToken;
+    if (!token) return;
+    const err = $('#token-offer-error');
+    try {
+      await api('/cluster', { token });
+    } catch (e) {
+      err.hidden = false;
+      err.textContent = `The coordinator refused the link's token (${e.message}); the kept token stays in use.`;
+      return;
+    }
+    dropTokenOffer();
+    store.set(token);
+    start(token);
   }
 
   // ---------------------------------------------------------------- API
@@ -250,11 +282,17 @@
     banner(null);
     $('#forget-token').hidden = true;
     $('#login').hidden = false;
+    const input = $('#login-token');
+    input.value = '';
+    if (offeredToken) {
+      // The kept token is refused: the link's token is the user's to choose, by pressing Connect.
+      input.value = offeredToken;
+      message = `${message ? message + ' ' : ''}The token from the link is filled in: Connect uses it.`;
+      dropTokenOffer();
+    }
     const err = $('#login-error');
     err.hidden = !message;
     err.textContent = message || '';
-    const input = $('#login-token');
-    input.value = '';
     input.focus();
   }
 
@@ -1061,6 +1099,8 @@
         btn.disabled = false;
       }
     });
+    $('#token-offer-use').addEventListener('click', () => acceptTokenOffer());
+    $('#token-offer-keep').addEventListener('click', () => dropTokenOffer());
     $('#forget-token').addEventListener('click', (ev) => {
       ev.preventDefault();
       store.clear();

@@ -4,6 +4,12 @@ mpirun reaches other hosts over SSH (its own launcher), so this backend needs pa
 from the leader to every node; `ring` needs none. MLX's MPI backend loads only Open MPI, pointed
 at with MLX_MPI_LIBNAME (FIELD-NOTES). Output comes back tagged `[1,RANK]<stdout>: ...`; each rank
 runs behind agent.rankshim so its own exit status is known, not just mpirun's.
+
+What reaches mpirun comes from the coordinator alone: the interpreter is cluster.yaml's `python`
+or the coordinator's own, never a node's report; hosts are the nodes' validated hosts. Neither
+mpirun nor the ranks inherit the coordinator's environment: both get shared.rankenv's allowlist
+plus the job's env and secret_env (exported with `-x NAME`, so values never appear on argv),
+and each rank runs in a folder of its host's temp dir, not below $JUPITER_HOME.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from pathlib import Path
 
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
+from shared.rankenv import RANK_DEFAULTS, mpirun_env, rank_env
 from shared.procgroup import group_alive, terminate_group
 from shared.schemas import TERMINAL, JobSpec
 
 log = logging.getLogger("jupiter.mpi")
 
 TAG_RE = re.compile(r"^\[\d+,(\d+)\]<(?:stdout|stderr)>: ?(.*)$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")  # what may reach mpirun as an interface name
 STOP_GRACE_S = 5.0
 
 
@@ -73,12 +81,13 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
                             rank=r.rank) for r in ranks]
     hostfile_path.write_text(hostfiles.render("openmpi", slots))
     distinct = {s.host for s in slots}
-    env = dict(os.environ)
-    job_env = dict(spec.env, JUPITER_JOB_ID=job.id, JUPITER_WORLD_SIZE=str(job.world_size),
-                   JUPITER_ATTEMPT=str(job.attempt))
+    own = dict(JUPITER_JOB_ID=job.id, JUPITER_WORLD_SIZE=str(job.world_size), JUPITER_ATTEMPT=str(job.attempt))
     lib = libmpi_for(mpirun)
     if lib:
-        job_env["MLX_MPI_LIBNAME"] = lib
+        own["MLX_MPI_LIBNAME"] = lib
+    # Exported to every rank with `-x NAME`: the job's names and ours, never the coordinator's.
+    exported = set(spec.env) | set(spec.secret_env) | set(RANK_DEFAULTS) | set(own)
+    env = mpirun_env(os.environ, rank_env(os.environ, spec.env, spec.secret_env, own))
     cfg = ssh_config({nid: d for nid, d in (declared or {}).items() if nid in {r.node_id for r in ranks}},
                      hostfile_path.with_name("ssh_config"))
     if cfg is not None and "PRTE_MCA_plm_ssh_agent" not in env:
@@ -93,13 +102,15 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
         argv += ["--mca", "coll", "^han"]   # hosts may share a hostname (namespaces, clones)
         if pin_interface:
             argv += ["--mca", "btl_tcp_if_include", pin_interface, "--mca", "oob_tcp_if_include", pin_interface]
-    env.update(job_env)
-    for key in sorted(job_env):
+    for key in sorted(exported):
         argv += ["-x", key]
     command = list(json.loads(job.command_json))
     if command[0] in ("python", "python3"):
         command[0] = python
-    argv += ["--", python, "-m", "agent.rankshim", "--"] + command
+    # The shim keeps these names (values travel in the environment) and drops the rest of what
+    # mpirun or a remote login gave the rank beyond the allowlist.
+    keep = ",".join(sorted(set(spec.env) | set(spec.secret_env)))
+    argv += ["--", python, "-m", "agent.rankshim", f"--keep={keep}", "--"] + command
     return argv, env
 
 
@@ -114,16 +125,21 @@ class MpiLauncher:
     def start(self, job: JobRow, ranks: list[RankRow]) -> None:
         spec = JobSpec.model_validate_json(job.spec_json)
         nodes = {n.id: n for n in self.registry.list_views()}
-        facts = {r.id: self.registry.facts_of(r) for r in self.registry.store.all_nodes()}
         hosts = {nid: n.host for nid, n in nodes.items()}
-        rank0 = facts.get(ranks[0].node_id)
-        python = (rank0.python_executable if rank0 and rank0.python_executable else sys.executable)
+        # The leader's own choice, never a node's self-report (a node saying its Python is
+        # /bin/echo must not decide what mpirun runs on every host).
+        python = self.registry.config.python or sys.executable
         pin = self.registry.config.network_interface
+        if pin and not IFNAME_RE.match(pin):
+            self.jobs.finish(job.id, "failed", error=f"cluster.yaml network_interface {pin!r} is not an interface name")
+            return
         if not pin and self.registry.config.use_thunderbolt_bridge:
             bridges = {(nodes[r.node_id].thunderbolt.bridge.interface
                         if nodes[r.node_id].thunderbolt.bridge and nodes[r.node_id].thunderbolt.bridge.up else None)
                        for r in ranks}
             pin = bridges.pop() if len(bridges) == 1 else None
+            if pin and not IFNAME_RE.match(pin):
+                pin = None  # reported by the nodes: pin nothing rather than pass it on
         folder = self.folder / job.id / str(job.attempt)
         folder.mkdir(parents=True, exist_ok=True)
         try:
