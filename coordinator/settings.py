@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from coordinator.httpserver import HEADER_TIMEOUT_S, MAX_CONNECTIONS
 from coordinator.joblogs import JOB_LOG_QUOTA_BYTES
 from coordinator.ratelimit import AUTH_FAILURES_BURST, REGISTRATIONS_BURST_PER_CLIENT
 from coordinator.store import EVENTS_PER_NODE
+from shared.tlspin import is_loopback  # noqa: F401  (re-exported: the app and the CLI use it from here)
 from shared.paths import DEFAULT_PORT, jupiter_home
 
 
@@ -47,10 +47,3 @@ class Settings:
         return self.db_url or f"sqlite:///{self.home / 'coordinator.db'}"
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

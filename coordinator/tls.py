@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from coordinator.netnames import is_ip
 from shared.paths import write_secret
 from shared.tlspin import anchor_of, fingerprint
 
@@ -148,22 +149,14 @@ def _needs_new_server_cert(certfile: Path, keyfile: Path, ca: x509.Certificate, 
         return True
     if cert.not_valid_after_utc - _now() < dt.timedelta(days=RENEW_BEFORE_DAYS):
         return True
-    wanted = {str(ipaddress.ip_address(n)) if _is_ip(n) else n.lower() for n in names}
+    wanted = {str(ipaddress.ip_address(n)) if is_ip(n) else n.lower() for n in names}
     return not wanted <= _covered(cert)
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 def _issue_server_cert(certfile: Path, keyfile: Path, ca: x509.Certificate, ca_key, names: list[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    common = next((n for n in names if not _is_ip(n) and n != "localhost"), names[0] if names else "jupiter")
+    common = next((n for n in names if not is_ip(n) and n != "localhost"), names[0] if names else "jupiter")
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common[:64])]))
             .issuer_name(ca.subject)

@@ -120,14 +120,18 @@ def fetch_pinned_ca(url: str, pin: str, *, timeout: float = 10.0) -> bytes:
     return anchor_of(pem)
 
 
-def is_loopback_url(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "ip6-localhost"):
+def is_loopback(host: str) -> bool:
+    """A host name or address that never leaves this machine."""
+    if host.lower() in ("localhost", "ip6-localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_url(url: str) -> bool:
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def is_https(url: str) -> bool:
