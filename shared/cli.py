@@ -435,6 +435,9 @@ def submit(
     processes_per_node: int = typer.Option(1, "--processes-per-node", "--ppn", min=1),
     backend: Optional[str] = typer.Option(None, help="ring | mpi (default: cluster.yaml's backend)."),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for every rank (repeatable)."),
+    secret_env: list[str] = typer.Option([], "--secret-env", help=(
+        "NAME: pass this variable of your own environment to every rank as a secret, never shown back "
+        "by the API (repeatable; the value never appears on a command line).")),
     role: list[str] = typer.Option([], "--role", help="Eligible node roles (repeatable)."),
     min_memory_gb: float = typer.Option(0, min=0),
     timeout: Optional[float] = typer.Option(None, help="Fail the job after this many seconds running."),
@@ -453,6 +456,12 @@ def submit(
             spec[key] = value
     if role:
         spec["roles"] = role
+    if secret_env:
+        missing = [k for k in secret_env if k not in os.environ]
+        if missing:
+            _fail(f"--secret-env {', '.join(missing)}: not set in this shell's environment "
+                  f"(export it first; the value is read from there, never from the command line)")
+        spec["secret_env"] = {k: os.environ[k] for k in secret_env}
     with _client() as c:
         job = _call(lambda: c.submit(spec))
         if detach:

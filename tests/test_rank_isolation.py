@@ -289,3 +289,20 @@ def test_the_agent_refuses_a_work_dir_that_overlaps_its_state_dir(tmp_path):
                               "--work-dir", str(work)], cwd=REPO, capture_output=True, text=True, timeout=60,
                              env=dict(os.environ, JUPITER_JOIN_TOKEN="x"))
         assert out.returncode == 1 and "state dir" in out.stderr and "node's token" in out.stderr, out.stderr
+
+
+def test_jupiter_submit_secret_env_reads_the_value_from_the_environment_not_argv(cluster):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPITER_")}
+    env.update(JUPITER_URL=cluster.coord.url, JUPITER_TOKEN=cluster.coord.admin_token, API_KEY=SECRET)
+    with cluster.coord.client() as c:
+        idle(c)
+    argv = [PY, "-m", "shared.cli", "submit", "--node", "a1", "--backend", "ring", "--secret-env", "API_KEY",
+            "-e", "PLAIN_VAR=hello", "--", "python", "-c", PROBE]
+    out = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert SECRET not in " ".join(argv) and SECRET not in out.stdout + out.stderr
+    [p] = probes(out.stdout).values()
+    assert p["secret_sha"] == hashlib.sha256(SECRET.encode()).hexdigest()
+    missing = subprocess.run([PY, "-m", "shared.cli", "submit", "--secret-env", "NOT_SET_ANYWHERE", "--", "true"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "NOT_SET_ANYWHERE" in missing.stderr and "not set" in missing.stderr
