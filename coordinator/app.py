@@ -27,6 +27,7 @@ from coordinator.auth import admin_token_path, join_token_path, load_keyring, wr
 from coordinator.netnames import served_names
 from coordinator.tls import ensure_server_tls
 from coordinator.tokens import JoinTokens
+from coordinator.problems import Surveyor
 from coordinator.registry import Registry
 from coordinator.settings import Settings, is_loopback
 from coordinator.store import Store
@@ -164,6 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.join_tokens = JoinTokens(store)
     app.state.store = store
     app.state.registry = registry
+    app.state.surveyor = Surveyor(registry)
     app.state.jobs = jobs
     app.state.node_orders = node_orders
     app.state.job_events = job_events
@@ -239,7 +241,7 @@ class RefusedToStart(RuntimeError):
 
 
 def check_bind(settings: Settings) -> None:
-    """SPEC §3: never listen beyond loopback unless tokens were configured beforehand."""
+    """Never listen beyond loopback unless tokens were configured beforehand (docs/api.md#transport)."""
     if is_loopback(settings.host):
         return
     configured = ("JUPITER_TOKEN" in os.environ or admin_token_path(settings.home).exists()) and \

@@ -6,16 +6,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from shared.status import ACTIVE, JobStatus, NodeStatus
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 
-STATUSES = ("ready", "busy", "draining", "down", "pending")
+STATUSES = tuple(NodeStatus)
 # Label values of the request metrics come from closed sets, so no client can add series: the
 # method is one of HTTP's own (anything else is "other"), the route is the matched route's
 # template (never the raw path) or "unmatched", the status is a code the app itself chose.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
-JOB_STATUSES = ("pending", "starting", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = tuple(JobStatus)
 
 
 class ClusterCollector:
@@ -56,7 +57,7 @@ class ClusterCollector:
                                   labels=["job", "name"])
         loss = GaugeMetricFamily("jupiter_job_loss", "Latest reported loss of an active job.", labels=["job", "name"])
         for j in rows:
-            if j.status not in ("starting", "running"):
+            if j.status not in ACTIVE:
                 continue
             p = self.jobs.view(j).progress
             if isinstance(p.get("step"), (int, float)):

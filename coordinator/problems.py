@@ -3,6 +3,7 @@ node list, GET /cluster, `jupiter check` and the dashboard all say the same thin
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from dataclasses import dataclass
@@ -91,23 +92,31 @@ class Survey:
     problems: list[Problem]
 
 
-_cache: dict[int, tuple[tuple, topology.Topology, list[Problem]]] = {}
+class Surveyor:
+    """The cluster as it is now: nodes, cabling and every problem, from one registry's state.
 
-
-def survey(registry) -> Survey:
-    """The cluster as it is now: nodes, cabling and every problem, from the registry's state.
     The cabling and problems are recomputed only when the registry's state key changes, so
-    listing 1,000 nodes stays cheap while heartbeats stream in."""
-    nodes, facts = registry.snapshot()
-    key = registry.state_key()
-    hit = _cache.get(id(registry))
-    if hit is not None and hit[0] == key:
-        topo, found = hit[1], hit[2]
-    else:
-        interfaces = {nid: f.interfaces for nid, f in facts.items() if f is not None}
-        topo, found = gather(nodes, facts, interfaces, registry.config)
-        _cache[id(registry)] = (key, topo, found)
-    return Survey(with_problems(nodes, found), topo, found)
+    listing 1,000 nodes stays cheap while heartbeats stream in. One Surveyor per registry (the
+    app owns it), so one registry's problems can never be handed to another."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._last: tuple[tuple, topology.Topology, list[Problem]] | None = None
+
+    def survey(self) -> Survey:
+        nodes, facts = self.registry.snapshot()
+        key = self.registry.state_key()
+        with self._lock:
+            last = self._last
+        if last is not None and last[0] == key:
+            topo, found = last[1], last[2]
+        else:
+            interfaces = {nid: f.interfaces for nid, f in facts.items() if f is not None}
+            topo, found = gather(nodes, facts, interfaces, self.registry.config)
+            with self._lock:
+                self._last = (key, topo, found)
+        return Survey(with_problems(nodes, found), topo, found)
 
 
 def with_problems(nodes: Sequence[NodeOut], problems: Sequence[Problem]) -> list[NodeOut]:

@@ -18,6 +18,7 @@ from coordinator.auth import digest, new_node_token
 from coordinator.store import Beat, EventRow, NodeRow, Store
 from coordinator.tokens import CLUSTER_GRANT, Grant
 from coordinator.tokens import consume as consume_token
+from shared.status import NodeStatus
 from shared.tlspin import CLUSTER_TOKEN_ID
 from shared.cluster_config import ClusterConfig
 from shared.schemas import (
@@ -305,14 +306,14 @@ class Registry:
 
     def status_of(self, row: NodeRow) -> str:
         if not row.online:
-            return "down"
+            return NodeStatus.DOWN
         if not row.admitted:
-            return "pending"
+            return NodeStatus.PENDING
         if row.id in self.busy_nodes:
-            return "busy"
+            return NodeStatus.BUSY
         if row.drained:
-            return "draining"
-        return "ready"
+            return NodeStatus.DRAINING
+        return NodeStatus.READY
 
     def view(self, row: NodeRow) -> NodeOut:
         facts = self.facts_of(row)
@@ -333,7 +334,7 @@ class Registry:
             mlx_device=f.mlx_device if f else None,
             mpi=f.mpi if f else MPIInfo(),
             thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
-            declared=declared, problems=[],  # filled in by coordinator.problems.survey
+            declared=declared, problems=[],  # filled in by coordinator.problems.Surveyor
             last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
             agent_version=f.agent_version if f else None, drained=row.drained, admitted=row.admitted,
         )

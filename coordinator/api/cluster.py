@@ -11,9 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 from coordinator import topology
 
-from coordinator.api.deps import Admin, RegistryDep
+from shared.status import SUMMARY_NODE_STATUSES, NodeStatus
+from coordinator.api.deps import Admin, RegistryDep, SurveyorDep
 from shared import __version__
-from coordinator.problems import survey
 from shared.schemas import ClusterSummary, Health, ProblemOut
 
 router = APIRouter(tags=["cluster"])
@@ -26,9 +26,9 @@ def healthz() -> Health:
 
 
 @router.get("/cluster", response_model=ClusterSummary, dependencies=[Admin])
-def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
+def cluster(request: Request, reg: RegistryDep, surveys: SurveyorDep) -> ClusterSummary:
     """Nodes by status, memory in total and available on live nodes, and every problem found."""
-    found = survey(reg)
+    found = surveys.survey()
     nodes = found.nodes
     by_status = Counter(n.status for n in nodes)
     live = [n for n in nodes if n.status != "down"]
@@ -36,9 +36,9 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
     cfg_path = request.app.state.settings.config_path
     return ClusterSummary(
         nodes=len(nodes),
-        nodes_by_status={**{s: by_status.get(s, 0) for s in ("ready", "busy", "draining", "down")},
+        nodes_by_status={**{s: by_status.get(s, 0) for s in SUMMARY_NODE_STATUSES},
                          # pending (awaiting approval) only when some node is: most clusters never have one
-                         **({"pending": by_status["pending"]} if by_status.get("pending") else {})},
+                         **({NodeStatus.PENDING: by_status[NodeStatus.PENDING]} if by_status.get(NodeStatus.PENDING) else {})},
         memory_gb=round(sum(n.memory_gb or 0 for n in live), 1),
         memory_available_gb=round(sum(n.memory_available_gb or 0 for n in live), 1),
         problems=problems,
@@ -49,13 +49,13 @@ def cluster(request: Request, reg: RegistryDep) -> ClusterSummary:
 
 
 @router.get("/topology", dependencies=[Admin], responses={200: {"content": {"text/vnd.graphviz": {}}}})
-def get_topology(reg: RegistryDep, format: Literal["json", "dot", "jaccl"] = "json"):
+def get_topology(surveys: SurveyorDep, format: Literal["json", "dot", "jaccl"] = "json"):
     """The Thunderbolt graph: nodes, links (ports, negotiated speed), chains/rings/meshes found,
     cabling warnings. `?format=dot` gives Graphviz text (`dot -Tsvg`). `?format=jaccl` gives,
     for the live nodes in ring order, the N x N device matrix MLX's JACCL backend reads from
     MLX_IBV_DEVICES (full mesh) and the one for jaccl-ring, or the reason there is none
     (every node must report RDMA enabled, macOS 26.2+)."""
-    found = survey(reg)
+    found = surveys.survey()
     if format == "dot":
         return PlainTextResponse(topology.to_dot(found.topology), media_type="text/vnd.graphviz")
     if format == "jaccl":

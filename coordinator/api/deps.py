@@ -8,6 +8,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 
 from coordinator.auth import Keyring
 from coordinator.ratelimit import ApiLimits, retry_after
+from coordinator.problems import Surveyor
 from coordinator.registry import Registry
 from coordinator.tokens import ADMIN_GRANT, CLUSTER_GRANT, Grant, TokenError
 
@@ -24,6 +25,10 @@ NodeId = Annotated[str, Path(pattern=NODE_ID_PATTERN, description="A node id as 
 
 async def registry(request: Request) -> Registry:
     return request.app.state.registry
+
+
+async def surveyor(request: Request) -> Surveyor:
+    return request.app.state.surveyor
 
 
 def _bearer(request: Request) -> str:
@@ -116,3 +121,4 @@ JoinGrant = Annotated[Grant, Depends(require_join)]
 NodeAuth = Depends(require_node)
 RegisterRate = Depends(limit_registrations)
 RegistryDep = Annotated[Registry, Depends(registry)]
+SurveyorDep = Annotated[Surveyor, Depends(surveyor)]

@@ -7,8 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from coordinator.api.deps import Admin, JoinGrant, NodeAuth, NodeId, RegisterRate, RegistryDep
-from coordinator.problems import survey
+from coordinator.api.deps import Admin, JoinGrant, NodeAuth, NodeId, RegisterRate, RegistryDep, SurveyorDep
 from coordinator.registry import Conflict, Forbidden, NotFound
 from coordinator.tokens import TokenError
 from shared.schemas import (
@@ -111,19 +110,19 @@ def report(node_id: NodeId, body: RankReport, reg: RegistryDep, request: Request
 
 
 @router.get("", response_model=list[NodeOut], dependencies=[Admin])
-def list_nodes(reg: RegistryDep) -> list[NodeOut]:
+def list_nodes(surveys: SurveyorDep) -> list[NodeOut]:
     """Every node, declared or registered, by name, each with the problems found (and their fixes)."""
-    return survey(reg).nodes
+    return surveys.survey().nodes
 
 
 @router.get("/{node_id}", response_model=NodeDetail, dependencies=[Admin], responses={404: {"model": ErrorOut}})
-def get_node(node_id: NodeId, reg: RegistryDep) -> NodeDetail:
+def get_node(node_id: NodeId, reg: RegistryDep, surveys: SurveyorDep) -> NodeDetail:
     """One node with its full facts and its most recent events."""
     try:
         detail = reg.detail(node_id)
     except NotFound:
         raise _missing(node_id) from None
-    mine = next((n for n in survey(reg).nodes if n.id == node_id), None)
+    mine = next((n for n in surveys.survey().nodes if n.id == node_id), None)
     return detail.model_copy(update={"problems": mine.problems if mine else []})
 
 
