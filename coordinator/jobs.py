@@ -27,6 +27,7 @@ from coordinator.scheduler import Placement, Unplaceable, pick_ports, place, res
 from coordinator.store import JobRow, RankRow, Store
 from shared import hostfiles
 from shared.progress import ProgressTracker, parse as parse_progress
+from shared.status import ACTIVE, JobStatus
 from shared.schemas import (
     TERMINAL,
     AttemptOut,
@@ -43,7 +44,6 @@ from shared.schemas import (
 
 log = logging.getLogger("jupiter.jobs")
 
-ACTIVE = ("starting", "running")
 STATE_ORDER = {"assigned": 0, "starting": 1, "running": 2, "exited": 3}
 
 
@@ -468,7 +468,7 @@ class Jobs:
         """Timeouts: pending too long, ranks not started in time, running past timeout_s."""
         now = time.time()
         with self.store.read() as s:
-            jobs = list(s.exec(select(JobRow).where(JobRow.status.in_(("pending",) + ACTIVE))))
+            jobs = list(s.exec(select(JobRow).where(JobRow.status.in_([JobStatus.PENDING, *ACTIVE]))))
         for job in jobs:
             spec = JobSpec.model_validate_json(job.spec_json)
             if job.status == "pending" and spec.pending_timeout_s and now - job.created_at > spec.pending_timeout_s:

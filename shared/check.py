@@ -15,6 +15,7 @@ from rich.table import Table
 from shared.client import ApiError, Client
 from shared.cluster_config import ClusterConfig, ConfigError, load_cluster_config, unhonoured_fields
 from shared.schemas import NodeOut
+from shared.status import TERMINAL
 from shared.text import cell, markup
 
 # Problems that stop jobs on the configured backend from running at all (exit non-zero).
@@ -186,7 +187,7 @@ def run_links(c: Client, report: CheckReport, *, mpi: bool, mbytes: int = 64, ti
     job = c.submit({"name": "check-links", "command": cmd, "node_names": ready,
                     "backend": "mpi" if mpi else "ring", "timeout_s": timeout_s, "start_timeout_s": 60})
     deadline = time.monotonic() + timeout_s + 60
-    while (done := c.job(job.id)).status not in ("succeeded", "failed", "cancelled"):
+    while (done := c.job(job.id)).status not in TERMINAL:
         if time.monotonic() > deadline:
             c.cancel(job.id)
             raise RuntimeError(f"link probe {job.id} did not finish in time")

@@ -19,6 +19,7 @@ from shared import __version__
 from shared.client import ApiError, Client, default_admin_token, default_url
 from shared.paths import DEFAULT_PORT, jupiter_home
 from shared.schemas import HOST_RE, NAME_RE, validate_host
+from shared.status import TERMINAL
 from shared.text import ansi, cell, markup, plain
 
 app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_args_is_help=True,
@@ -400,8 +401,7 @@ def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
             if event == "log" and show_logs:
                 # A rank's own output: its colours kept, other escape sequences dropped, no markup.
                 console.print(ansi(data), highlight=False, soft_wrap=True)
-            elif event == "status" and data["status"] != status and data["status"] not in ("succeeded", "failed",
-                                                                                              "cancelled"):
+            elif event == "status" and data["status"] != status and data["status"] not in TERMINAL:
                 status = data["status"]
                 extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
                 err.print(f"[bold]{markup(job_id)}[/] {markup(status)}{markup(extra)}", highlight=False,
@@ -495,7 +495,7 @@ def logs(job_id: str = typer.Argument(..., help="Job id."),
                 return
             if not text:
                 job = _call(lambda: c.job(job_id))
-                if job.status in ("succeeded", "failed", "cancelled"):
+                if job.status in TERMINAL:
                     text, _ = _call(lambda: c.logs(job_id, offset))
                     sys.stdout.write(plain(text, multiline=True, keep_colour=True))
                     raise typer.Exit(0 if job.status == "succeeded" else 1)

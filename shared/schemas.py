@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.status import TERMINAL  # noqa: F401  (re-exported: callers import it from here)
 from shared.text import control_char
 
 # A host is a DNS name or an IPv4/IPv6 literal: nothing a shell or a hostfile could misread.
@@ -39,6 +40,8 @@ NodeKey = Annotated[str, StringConstraints(min_length=32, max_length=128, patter
 
 DeviceType = Literal["mac", "nvidia", "cpu"]
 Role = Literal["generator", "trainer", "hybrid", "evaluator"]
+# The words are shared/status.py's enums; Literal here keeps the OpenAPI page a plain list of strings
+# (tests/test_status_words.py checks the two agree).
 NodeStatus = Literal["ready", "busy", "draining", "down", "pending"]
 
 
@@ -189,7 +192,7 @@ class RankAssignment(Wire):
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, str] = Field(default_factory=dict, description="The job's secret_env (never logged).")
     backend: str = "ring"
-    hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (SPEC §8 `ring`).")
+    hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (docs/hostfiles.md#ring).")
     start_timeout_s: float = 60.0
     stop_grace_s: float = Field(5.0, description="Seconds between TERM and KILL when stopping (a trainer "
                                                  "saves its checkpoint in between).")
@@ -225,7 +228,7 @@ class HeartbeatResponse(Wire):
 
 
 class DeclaredNode(Wire):
-    """A node as cluster.yaml declares it (SPEC §6)."""
+    """A node as cluster.yaml declares it (docs/cluster-yaml.md#nodes)."""
 
     host: Host
     name: NodeName
@@ -335,14 +338,13 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", "JUPITER_JOB_ID", "JUPITER_RANK",
                 "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE", "JUPITER_ATTEMPT", "JUPITER_JOB_DIR")
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 Backend = Literal["ring", "mpi", "jaccl"]
 Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
 EnvValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00]*$")]
 
 
 class JobSpec(Wire):
-    """A job request (SPEC §5). Give `command` (an argv list, never a shell string) or `domain`
+    """A job request (docs/jobs.md). Give `command` (an argv list, never a shell string) or `domain`
     (the built-in trainer)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
