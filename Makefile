@@ -1,4 +1,4 @@
-# Two entry points (SPEC §2): `make run` and `make test` build .venv themselves.
+# Two entry points (README.md): `make run` and `make test` build .venv themselves.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -32,8 +32,9 @@ system-deps:
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
+# Every benchmark, then a dated results block in docs/benchmarks.md; BENCH_ARGS=--quick for short settings.
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

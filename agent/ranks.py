@@ -121,7 +121,7 @@ class RankRunner:
             env = self._env(a, folder)
             argv = list(a.command)
             if argv[0] in ("python", "python3"):
-                argv[0] = self.python  # SPEC §5: the interpreter the agent runs under
+                argv[0] = self.python  # the interpreter the agent runs ranks with (docs/jobs.md)
             r.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       env=env, cwd=folder, start_new_session=True, bufsize=0)
         except OSError as exc:

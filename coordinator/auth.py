@@ -1,8 +1,8 @@
-"""Three kinds of bearer token (SPEC §3): admin, join, and one per node.
+"""Three kinds of bearer token (docs/api.md#authentication): admin, join, and one per node.
 
 Secrets are compared as SHA-256 digests with `hmac.compare_digest`; the database holds only the
 digests of node tokens. Job submission is remote code execution, so nothing but /healthz and the
-docs is open (FIELD-NOTES: ShadowRay).
+docs is open (Ray's unauthenticated job API was exploited that way: CVE-2023-48022, "ShadowRay").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ and what that means for rank order, JACCL and the problems a person has to fix.
 Pure functions over node views (`NodeOut`), like the scheduler: no I/O, no clock, deterministic
 for the same input whatever its order.
 
-How a cable is recognised (FIELD-NOTES "Thunderbolt facts on macOS"): each Mac reports the domain
+How a cable is recognised: each Mac reports the domain
 UUID of each of its Thunderbolt buses, and for each connected port the domain UUID of the host on
 the other end. A's port with `peer_uuid` in B's `domain_uuids` is a cable A->B; when B's facts
 show a port pointing back at one of A's UUIDs, both ends see it.

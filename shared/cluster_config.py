@@ -1,4 +1,4 @@
-"""config/cluster.yaml: the declared inventory and cluster-wide defaults (SPEC §6).
+"""config/cluster.yaml: the declared inventory and cluster-wide defaults (docs/cluster-yaml.md).
 
 Loading never half-succeeds: any problem raises `ConfigError` naming the file, the node and the
 field, in words a person can act on.
@@ -45,7 +45,7 @@ class ClusterConfig(BaseModel):
 
 
 # Fields of the seed's schema that this version of Jupiter stores but does not act on: none at
-# the moment. A field added here is reported by `jupiter check` instead of ignored (SPEC §6).
+# the moment. A field added here is reported by `jupiter check` instead of ignored.
 NOT_YET_HONOURED: dict[str, str] = {}
 
 

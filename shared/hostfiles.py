@@ -1,4 +1,4 @@
-"""Hostfiles for the launchers Jupiter drives, rendered from a list of placed ranks (SPEC section 8).
+"""Hostfiles for the launchers Jupiter drives, rendered from a list of placed ranks (docs/hostfiles.md).
 
 Pure functions: no I/O, no name resolution. Every host and address goes through
 `shared.schemas.validate_host`, so nothing a shell or a hostfile reader could misread gets in.

@@ -1,4 +1,4 @@
-"""Progress lines (SPEC section 7): ``JUPITER_PROGRESS {json}`` on a rank's own stdout line.
+"""Progress lines (docs/progress.md): ``JUPITER_PROGRESS {json}`` on a rank's own stdout line.
 
 A training script calls `report` (one line, flushed); the agent/coordinator calls `parse` on every
 output line and feeds the records it gets into a `ProgressTracker`. A line that does not parse is

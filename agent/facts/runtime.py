@@ -83,7 +83,7 @@ def mlx_from_answer(answer: dict, python: str) -> MLXProbe:
         return probe
     version = answer.get("version")
     probe.mlx_version = clip(str(version)) if version else None
-    # SPEC §4: "gpu" where Metal or CUDA is usable, else "cpu".
+    # "gpu" where Metal or CUDA is usable, else "cpu" (docs/api.md#nodes).
     probe.mlx_device = "gpu" if answer.get("metal") or answer.get("cuda") else "cpu"
     return probe
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from shared.paths import DEFAULT_URL, jupiter_home
 from shared.schemas import NAME_RE, validate_host
 
-# Service-manager files and their templates (SPEC §1); found beside the package in a checkout.
+# Service-manager files and their templates (deploy/README.md); found beside the package in a checkout.
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 DEFAULT_LABEL = "dev.jupiter.agent"
 DEFAULT_UNIT = "jupiter-agent"
@@ -201,7 +201,7 @@ def validate_unit(unit: str) -> str:
 
 
 def agent_argv(svc: AgentService) -> list[str]:
-    """The foreground agent command (SPEC §2) that the service manager keeps running."""
+    """The foreground agent command that the service manager keeps running."""
     argv = [str(svc.executable), "agent", "--coordinator", svc.coordinator, "--name", svc.name]
     if svc.host:
         argv += ["--host", svc.host]

