@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import threading
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 MAX_READ = 1 << 20
+LOCK_STRIPES = 64
 # Per job. A training run printing a 200-byte line per step fills 64 MiB after some 300,000 steps;
 # the newest half of that is plenty to see how a job ended, and a few dozen jobs that all print
 # without end still fit any leader's disk. Reaching it costs one copy of the kept half, at most
@@ -46,16 +48,16 @@ class JobLogs:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.quota_bytes = max(int(quota_bytes), 4096)  # room for the notice and some lines
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        # A fixed set of locks, a job hashed onto one: writes to one job's file are serialised and
+        # the set never grows with the number of jobs (a lock per job was never freed).
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self._told: set[str] = set()  # jobs whose first cut was logged
 
     def path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.log"
 
     def _lock(self, job_id: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(job_id, threading.Lock())
+        return self._locks[zlib.crc32(job_id.encode()) % LOCK_STRIPES]
 
     def append(self, job_id: str, rank: int | str, lines: list[str]) -> None:
         if not lines:
@@ -120,6 +122,35 @@ class JobLogs:
             return b"", offset
         data = data[:data.rfind(b"\n") + 1]
         return data, dropped + len(data) - notice_len
+
+    def rollback(self, job_id: str, committed: int) -> int:
+        """Drop the rank output written after logical offset `committed` (what the database says
+        was stored), keeping Jupiter's own `[jupiter]` notes; return the bytes dropped.
+
+        Rank lines are appended before the transaction that counts them commits; if that commit
+        never happens (a crash, a SIGKILL, a failed write), the agent sends the lines again and
+        they would be in the log twice. Rolling back to the committed size first makes the
+        resend the only copy."""
+        with self._lock(job_id):
+            try:
+                f = open(self.path(job_id), "r+b")
+            except FileNotFoundError:
+                return 0
+            with f:
+                dropped, notice_len = _head(f)
+                end = f.seek(0, os.SEEK_END)
+                if committed < dropped:  # the quota cut past that point already: nothing to match
+                    return 0
+                at = notice_len + committed - dropped
+                if at >= end:
+                    return 0
+                f.seek(at)
+                tail = f.read()
+                notes = b"".join(ln for ln in tail.splitlines(keepends=True) if ln.startswith(b"[jupiter] "))
+                f.seek(at)
+                f.truncate()
+                f.write(notes)
+                return len(tail) - len(notes)
 
     def size(self, job_id: str) -> int:
         """The offset just past the end: every byte ever written, dropped ones included."""

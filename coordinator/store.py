@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from shared.text import plain
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Events kept per node, the newest: GET /nodes/{id} shows 50, and a node's whole recent story
 # (registrations, drains, down and back) is a few a day; 1000 is months of it, and a few hundred
 # KiB per node at most, whatever a flapping or hostile node does.
@@ -106,6 +106,7 @@ class JobRow(SQLModel, table=True):
     max_restarts: int = 0
     attempts_json: str = "[]"       # one entry per failed attempt: nodes, error, times
     launcher_json: str | None = None  # what the launcher needs to find its process again (mpi)
+    log_bytes: int | None = None    # the log's size when its stored line counts were last committed
 
 
 class RankRow(SQLModel, table=True):
@@ -207,9 +208,15 @@ def _plain_strings(value):
     return value
 
 
+def _v2_to_v3(s: Session) -> None:
+    """The committed size of each job's log, to drop output written but never counted after a crash."""
+    if "log_bytes" not in _columns(s, "jobs"):
+        s.exec(text("ALTER TABLE jobs ADD COLUMN log_bytes INTEGER"))
+
+
 # MIGRATIONS[v] takes a database at schema version v to v + 1. New tables need no step: create_all
 # makes them; only changes to existing tables are written here.
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class Store:

@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from coordinator.store import SCHEMA_VERSION
 from tests.harness import REPO, AgentProcess, CoordinatorProcess, node_key, registration, sample_facts, wait_for
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -342,7 +343,7 @@ def test_a_database_from_before_node_keys_opens_and_its_agent_gets_back_in(tmp_p
             [old] = c.nodes()
             assert (old.id, old.name, old.admitted) == ("n-ea81cce68a", "old-mini", True)
         assert sqlite3.connect(home / "coordinator.db").execute(
-            "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+            "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         # Without the node token the old node held, nobody can bind a key to it.
         r = enrol(coord, "old-mini", sample_facts("m-old"), key="nk_" + "q" * 40)
         assert r.status_code == 409

@@ -32,3 +32,4 @@ def test_metrics_and_the_dashboard_know_every_status():
     assert set(re.findall(r"'([a-z]+)'", listed)) == set(NodeStatus)
     terminal = re.search(r"const TERMINAL = new Set\(\[([^\]]*)\]\)", js).group(1)
     assert set(re.findall(r"'([a-z]+)'", terminal)) == set(TERMINAL)
+
