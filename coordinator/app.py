@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
         loop_ref["loop"] = loop
         node_orders.bind(loop)
         job_events.bind(loop)
+        await asyncio.to_thread(jobs.recover_logs)  # before anyone resends: no line logged twice
         await asyncio.to_thread(mpi.resume)  # re-attach to mpirun launches from before a restart
         tasks = [asyncio.create_task(_liveness_loop(registry, jobs, settings.liveness_check_s)),
                  asyncio.create_task(_scheduler_loop(jobs, wake))]

@@ -9,6 +9,7 @@ serialises every transition, so a report, a cancel and a node going down cannot 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -289,7 +290,8 @@ class Jobs:
         changed: set[str] = set()
         if not (report.output or report.ranks or complete):
             return acked
-        with self.lock:
+        logged: dict[str, int] = {}  # job -> its log's size before this report wrote to it
+        with self.lock, self._logs_undone_on_failure(logged):
             with self.store.write() as s:
                 for out in report.output:
                     rank = s.get(RankRow, (out.job_id, out.attempt, out.rank))
@@ -300,12 +302,17 @@ class Jobs:
                     else:  # a resend overlaps what is stored: skip the lines already in the log
                         fresh = out.lines[rank.lines_stored - out.seq:]
                     if fresh:
+                        logged.setdefault(out.job_id, self.logs.size(out.job_id))
                         self.logs.append(out.job_id, out.rank, fresh)
                         self._track(s, out.job_id, out.rank, fresh)
                         rank.lines_stored += len(fresh)
                         s.add(rank)
                         changed.add(out.job_id)
                     acked[f"{out.job_id}/{out.attempt}/{out.rank}"] = rank.lines_stored
+                for job_id in logged:  # committed with the line counts, or not at all
+                    job = s.get(JobRow, job_id)
+                    job.log_bytes = self.logs.size(job_id)
+                    s.add(job)
                 for st in report.ranks:
                     rank = s.get(RankRow, (st.job_id, st.attempt, st.rank))
                     if rank is None or rank.node_id != node_id or rank.state == "exited":
@@ -343,6 +350,27 @@ class Jobs:
         job = s.get(JobRow, job_id)
         job.progress_json = json.dumps(tracker.to_dict())
         s.add(job)
+
+    @contextlib.contextmanager
+    def _logs_undone_on_failure(self, logged: dict[str, int]):
+        """If the transaction that counts freshly logged lines fails, take the lines out of the
+        log again: the agent resends them, and they must not be there twice."""
+        try:
+            yield
+        except BaseException:
+            for job_id, size in logged.items():
+                self.logs.rollback(job_id, size)
+            raise
+
+    def recover_logs(self) -> None:
+        """At start-up: drop output a previous coordinator wrote to a log but never committed
+        (it was killed in between); the agents and the mpi follower send it again."""
+        for job in self.list_rows(limit=10_000):
+            if job.log_bytes is not None:
+                dropped = self.logs.rollback(job.id, job.log_bytes)
+                if dropped:
+                    log.info("job %s: %d bytes of output logged but not committed before a restart were "
+                             "dropped; they are sent again", job.id, dropped)
 
     def _tracker(self, s, job_id: str) -> ProgressTracker:
         t = self._trackers.get(job_id)
@@ -398,6 +426,9 @@ class Jobs:
                 self._close_unstarted(s, job_id, now)
                 nodes = set(s.exec(select(RankRow.node_id).where(RankRow.job_id == job_id)))
             self.logs.note(job_id, f"{status}" + (f": {error}" if error else ""))
+            # Per-job caches end with the job (a late report rebuilds the tracker from the row).
+            self._trackers.pop(job_id, None)
+            self._mpirun_lines.pop(job_id, None)
             self._refresh_busy()
             if job.backend == "mpi" and self.on_mpi_stop:
                 self.on_mpi_stop(row)
@@ -500,7 +531,7 @@ class Jobs:
             self.on_change(job_id)
 
     def mpi_output(self, job_id: str, attempt: int, by_rank: dict, offset: int) -> None:
-        from agent.rankshim import parse_marker, parse_start
+        from shared.rankmarkers import parse_marker, parse_start
 
         with self.lock:
             current = self.get_row(job_id)
@@ -528,6 +559,7 @@ class Jobs:
                 state = json.loads(job.launcher_json or "{}")
                 state["offset"] = offset
                 job.launcher_json = json.dumps(state)
+                job.log_bytes = self.logs.size(job_id)  # what was logged up to `offset`
                 s.add(job)
                 now = time.time()
                 for r in starts:
@@ -549,6 +581,7 @@ class Jobs:
         with self.lock:
             now = time.time()
             unreachable = self._unreachable_host(job_id, attempt) if code else None
+            self._mpirun_lines.pop(job_id, None)  # this mpirun is over; a restart starts a new list
             with self.store.write() as s:
                 left = list(s.exec(select(RankRow).where(RankRow.job_id == job_id)
                                    .where(RankRow.attempt == attempt).where(RankRow.state != "exited")))
