@@ -102,13 +102,46 @@ def test_check_links_measures_each_neighbour_pair(coordinator, agents, tmp_path)
 
 
 def test_link_probe_lines_parse_and_flag_ethernet_speed_on_a_thunderbolt_cable():
-    from agent.linkprobe import parse
+    from shared.linkprobe import parse
     from shared.check import CheckReport, _negotiated
 
     rec = parse('[0] JUPITER_LINK {"rank": 0, "to": 1, "latency_us": 80.0, "gbps": 0.94, "bytes": 1}')
     assert rec["gbps"] == 0.94 and parse("[0] JUPITER_LINK {broken") is None and parse("hello") is None
-    report = CheckReport(config_path="x", topology={"links": [{"a": "m1", "b": "m2", "speed_gbps": 40.0}]})
+    report = CheckReport(config_path="x", topology={"links": [{"a": "m1", "b": "m2", "speed_gbps": 40.0},
+                                                              {"a": "m2", "b": "m3", "speed_gbps": 40.0}]})
     assert _negotiated(report.topology, "m2", "m1") == 40.0
+
+    # The verdict itself: run_links over a probe job's log, with a stand-in for the coordinator.
+    from types import SimpleNamespace
+
+    from shared.check import run_links
+
+    measured = [(0, 1, 0.94),   # m1 -> m2: a 40 Gb/s cable carrying Ethernet speed
+                (1, 2, 30.0),   # m2 -> m3: a healthy Thunderbolt link
+                (1, 0, 5.0),    # m2 -> m1: slow, but not Ethernet slow
+                (2, 0, 0.94)]   # m3 -> m1: no Thunderbolt link, so Ethernet speed is expected
+    log = "\n".join(f"[{rank}] JUPITER_LINK " + json.dumps({"rank": rank, "to": to, "latency_us": 80.0, "gbps": gbps,
+                                                             "bytes": 1}) for rank, to, gbps in measured)
+
+    class Coordinator:
+        def submit(self, spec):
+            return SimpleNamespace(id="j-0000000001")
+
+        def job(self, job_id):
+            return SimpleNamespace(status="succeeded", error=None, nodes=["m1", "m2", "m3"])
+
+        def logs(self, job_id):
+            return log, len(log)
+
+    report.nodes = [SimpleNamespace(name=n, status="ready") for n in ("m1", "m2", "m3")]
+    verdicts = {(r["from"], r["to"]): (r["negotiated_gbps"], r["verdict"]) for r in
+                run_links(Coordinator(), report, mpi=False)}
+    assert verdicts == {
+        ("m1", "m2"): (40.0, "at Ethernet speed: traffic is not using the Thunderbolt link"),
+        ("m2", "m3"): (40.0, "ok"),
+        ("m2", "m1"): (40.0, "only 12% of the negotiated 40 Gb/s"),
+        ("m3", "m1"): (None, "ok"),
+    }, verdicts
 
 
 def test_topology_serves_the_jaccl_device_matrix_for_an_rdma_mesh(start_coordinator, tmp_path):

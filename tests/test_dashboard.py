@@ -76,10 +76,20 @@ def test_the_docs_pages_load_only_the_coordinators_own_files(coordinator):
 
 
 def test_the_static_files_ship_with_the_package():
-    text = (REPO / "pyproject.toml").read_text()
-    globs = re.search(r'\[tool\.setuptools\.package-data\]\s*"\*"\s*=\s*\[([^\]]*)\]', text).group(1)
+    import fnmatch
+    import tomllib
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    globs = setuptools["package-data"]["*"]
     for ext in ("*.html", "*.js", "*.css"):
-        assert f'"{ext}"' in globs, f"{ext} missing from [tool.setuptools.package-data]"
+        assert ext in globs, f"{ext} missing from [tool.setuptools.package-data]"
+    # Every file the dashboard serves matches one of them, in a package setuptools finds.
+    served = sorted(p.name for p in DASHBOARD.iterdir() if p.is_file() and p.suffix != ".py")
+    assert {"index.html", "dashboard.js", "dashboard.css"} <= set(served), served
+    assert all(any(fnmatch.fnmatch(name, g) for g in globs) for name in served), (served, globs)
+    assert any(fnmatch.fnmatch("coordinator.dashboard", pattern)
+               for pattern in setuptools["packages"]["find"]["include"]), setuptools["packages"]
     assert (DASHBOARD / "__init__.py").exists()
 
 

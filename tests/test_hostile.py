@@ -576,6 +576,40 @@ def test_admin_and_join_tokens_after_rotation(start_coordinator):
     assert register(c, "late", "m-late")["node_id"]  # the new join token works
 
 
-def test_no_request_in_this_file_reached_the_crash_handler(coord):
+def test_no_request_in_this_file_reached_the_crash_handler(coord, two_nodes):
+    # Run alone, no other test here has sent anything: send one of each kind first (without the
+    # before/after snapshots, so it is quick), or an empty log would pass.
+    node = two_nodes[0]
+    answered = []
+
+    def send(method, path, token, headers=None, **kw):
+        r = httpx.request(method, coord.url + path, headers={**hdr(token), **(headers or {})}, timeout=20, **kw)
+        answered.append(r.status_code)
+
+    for host in HOSTILE_HOSTS:
+        send("POST", "/nodes/register", coord.join_token,
+             json={"name": "victim", "host": host, "facts": sample_facts("m-victim")})
+    for name in HOSTILE_NAMES:
+        send("POST", "/nodes/register", coord.join_token,
+             json={"name": name, "host": "127.0.0.1", "facts": sample_facts("m-victim")})
+    for method, route in ROUTES:
+        for bad in TRAVERSALS:
+            body = b"{}" if method in ("PUT", "POST") else None
+            answered.append(raw_request(coord, method, route.replace("{x}", bad), coord.admin_token, body).status_code)
+    for raw in (b"{not json", b"\xff\xfe", b"[" * 50000 + b"]" * 50000, b'{"command": ["x"], "nodes": 1e999}'):
+        send("POST", "/jobs", coord.admin_token, content=raw, headers={"content-type": "application/json"})
+    for over, _needle in ABSURD:
+        send("POST", "/jobs", coord.admin_token, json={"command": CMD, **over})
+    for key in BAD_ENV_KEYS:
+        send("POST", "/jobs", coord.admin_token, json={"command": CMD, "env": {key: "1"}})
+    for job_id in ("../" * 12 + "tmp/jhz-escape", "$(reboot)", "j-0000000000", "."):
+        send("POST", f"/nodes/{node['node_id']}/report", node["node_token"],
+             json={"ranks": [{"job_id": job_id, "rank": 0, "state": "exited", "exit_code": 0}],
+                   "output": [{"job_id": job_id, "rank": 0, "seq": 0, "lines": ["pwned"]}]})
+    for body in ({"memory_available_gb": -1}, {"instance": "i" * 65}, {"surprise": 1}):
+        send("PUT", f"/nodes/{node['node_id']}/heartbeat", node["node_token"], json=body)
+    send("POST", f"/nodes/{node['node_id']}/orders", node["node_token"], json={"wait_s": "forever"})
+    send("POST", "/jobs", "x" * 4096, json={"command": CMD})
     log = coord.log_path.read_text(errors="replace")
     assert "internal error on" not in log and "Traceback" not in log, log[-4000:]
+    assert all(code < 500 for code in answered), sorted(set(answered))

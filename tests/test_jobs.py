@@ -46,10 +46,21 @@ def log_of(c, job_id):
     return c.logs(job_id)[0]
 
 
+def just_after_a_heartbeat(c, name="a1"):
+    """Wait for a fresh heartbeat from `name` and return its time: its next one is a whole
+    heartbeat interval (5 s here) away, so anything an order starts in the next 4 s was not
+    waiting for a heartbeat. (The API shows a beat the moment it lands.)"""
+    def beat():
+        return next(n.last_heartbeat for n in c.nodes() if n.name == name)
+    last = beat()
+    return wait_for(lambda: (b := beat()) != last and b, timeout=15, every=0.02, what=f"a heartbeat from {name}")
+
+
 @pytest.mark.parametrize("backend", ["ring", "mpi"])
 def test_two_rank_allsum_succeeds_with_both_ranks_in_the_log(cluster, backend):
     with cluster.client() as c:
         wait_idle(c)
+        beat = just_after_a_heartbeat(c)
         job = c.submit({"name": f"allsum-{backend}", "command": ["python", ALLSUM, "--backend", backend],
                         "nodes": 2, "backend": backend})
         done = wait_job(c, job.id)
@@ -59,8 +70,10 @@ def test_two_rank_allsum_succeeds_with_both_ranks_in_the_log(cluster, backend):
         for rank in (0, 1):
             assert f"[{rank}] rank {rank} of 2 job {job.id} jrank {rank} {EXPECTED}" in text, text
         assert [r.exit_code for r in done.ranks] == [0, 0]
-        # It started at once, not a 5 s heartbeat later.
-        assert (done.started_at - done.created_at).total_seconds() < 1.5, (done.created_at, done.started_at, text)
+        # It started at once, not a 5 s heartbeat later: before a1's next beat, 5 s after `beat`
+        # (4 s leaves a loaded machine room; an order that waits for a heartbeat takes 5 s).
+        assert done.started_at >= done.created_at > beat
+        assert (done.started_at - beat).total_seconds() < 4.0, (beat, done.created_at, done.started_at, text)
 
 
 def test_a_failing_rank_fails_the_job_naming_it_and_stops_the_others(cluster):
@@ -103,19 +116,27 @@ def test_cancel_leaves_no_process_behind(cluster, backend):
         assert c.job(job.id).status == "cancelled"
 
 
-def test_a_second_job_waits_pending_then_runs_as_soon_as_nodes_free(cluster):
+def test_a_second_job_waits_pending_then_runs_as_soon_as_nodes_free(cluster, tmp_path):
+    gate = tmp_path / "gate"  # the first job ends when this file appears
+    wait = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.02)"
+    hold = ["python", "-c", wait, str(gate)]
     with cluster.client() as c:
         wait_idle(c)
-        first = c.submit({"command": ["python", ALLSUM, "--sleep", "2"], "nodes": 2, "backend": "ring"})
-        second = c.submit({"command": ["python", ALLSUM], "nodes": 2, "backend": "ring"})
-        wait_for(lambda: c.job(first.id).status == "running", timeout=30)
-        pending = c.job(second.id)
-        assert pending.status == "pending" and "busy" in pending.pending_reason
+        try:
+            first = c.submit({"command": hold, "nodes": 2, "backend": "ring"})
+            second = c.submit({"command": ["python", ALLSUM], "nodes": 2, "backend": "ring"})
+            wait_for(lambda: c.job(first.id).status == "running", timeout=30)
+            pending = c.job(second.id)
+            assert pending.status == "pending" and "busy" in pending.pending_reason
+            beat = just_after_a_heartbeat(c)
+        finally:
+            gate.touch()  # the nodes free up just after a1's heartbeat: its next is 5 s away
         one = wait_job(c, first.id)
         two = wait_job(c, second.id)
         assert (one.status, two.status) == ("succeeded", "succeeded")
-        assert two.started_at >= one.ended_at
-        assert (two.started_at - one.ended_at).total_seconds() < 1.5  # not a heartbeat later
+        assert two.started_at >= one.ended_at > beat
+        # Not a heartbeat later: before a1's next beat (4 s leaves a loaded machine room).
+        assert (two.started_at - beat).total_seconds() < 4.0, (beat, one.ended_at, two.started_at)
 
 
 def test_a_wide_job_is_not_overtaken_by_younger_narrow_ones(cluster):
@@ -233,6 +254,14 @@ def test_events_stream_progress_and_logs_and_ends(cluster):
         # Progress lines are tracked, not shown as log text twice; ordinary lines are kept.
         text = log_of(c, job.id)
         assert "JUPITER_PROGRESS" in text and EXPECTED in text
+        # Each rank printed one line per step (20 each): each is in the log exactly once, and so
+        # in the stream's log events; so is each rank's ordinary line.
+        every_step = sorted((rank, step) for rank in (0, 1) for step in range(1, 21))
+        for where, lines in (("log", text.splitlines()), ("events", logs)):
+            shown = sorted((int(line[1:line.index("]")]), json.loads(line.split("JUPITER_PROGRESS ", 1)[1])["step"])
+                           for line in lines if "JUPITER_PROGRESS" in line)
+            assert shown == every_step, (where, shown)
+            assert sum(EXPECTED in line for line in lines) == 2, (where, lines)
 
 
 def test_logs_by_offset(cluster):

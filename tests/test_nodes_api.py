@@ -164,6 +164,18 @@ def test_a_plain_heartbeat_is_seen_at_once_and_reaches_the_database_within_a_sec
     stored = lambda: db.execute("SELECT last_heartbeat, memory_available_gb FROM nodes WHERE id=?",  # noqa: E731
                                 (node["node_id"],)).fetchone()
     wait_for(lambda: stored()[0] >= before - 0.01 and stored()[1] == 7.5, timeout=3, what="the beat in SQLite")
+    # GET /nodes/{id} above flushed that beat itself (a waiting beat may carry an event), so it
+    # proves nothing about the coordinator's own flush. Watch that alone, at its worst: a beat
+    # seen in SQLite was flushed just now, and the next one, sent at once, waits a whole period.
+    assert beat(coordinator, node, memory_available_gb=6.5).status_code == 200
+    wait_for(lambda: stored()[1] == 6.5, timeout=3, every=0.01, what="a beat flushed by the coordinator")
+    sent = time.monotonic()
+    assert beat(coordinator, node, memory_available_gb=5.5).status_code == 200
+    wait_for(lambda: stored()[1] == 5.5, timeout=5, every=0.01, what="the next beat in SQLite")
+    took = time.monotonic() - sent
+    # One period is 1 s; the 0.5 s over it is slack for a busy machine. A flush every 2 s
+    # would take ~1.95 s here, whatever the phase, since the beat is sent right after a flush.
+    assert took < 1.5, f"the beat took {took:.2f} s to reach SQLite"
 
 
 def test_beats_noted_in_memory_flush_in_one_batch_and_never_move_time_back(tmp_path):
