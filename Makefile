@@ -29,7 +29,10 @@ system-deps:
 		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) || echo "could not install chromium; the dashboard browser test will skip"; \
 	fi
 
+# The layers first (shared/ imports neither side, the sides never each other: [tool.importlinter]
+# in pyproject.toml), then the tests.
 test: $(STAMP) system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Every benchmark, then a dated results block in docs/benchmarks.md; BENCH_ARGS=--quick for short settings.

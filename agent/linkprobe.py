@@ -8,6 +8,8 @@ prints what its outgoing link did:
 
     JUPITER_LINK {"rank": 0, "to": 1, "latency_us": 85.2, "gbps": 9.81, "bytes": 67108864}
 
+(the line's format, and its parser for the check, are in shared.linkprobe)
+
 Over MLX's ring backend by default; `--mpi` uses mpi4py over Open MPI instead (where SSH is set
 up between the nodes).
 """
@@ -15,17 +17,14 @@ up between the nodes).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
-MARKER = "JUPITER_LINK "
+from shared.linkprobe import link_line
 
 
 def _report(rank: int, size: int, latency_s: float, seconds: float, nbytes: int) -> None:
-    rec = {"rank": rank, "to": (rank + 1) % size, "latency_us": round(latency_s * 1e6, 1),
-           "gbps": round(nbytes * 8 / seconds / 1e9, 3), "bytes": nbytes}
-    print(MARKER + json.dumps(rec), flush=True)
+    print(link_line(rank, size, latency_s, seconds, nbytes), flush=True)
 
 
 def probe_mlx(nbytes: int, pings: int, reps: int) -> None:
@@ -89,18 +88,6 @@ def probe_mpi(nbytes: int, pings: int, reps: int) -> None:
     for _ in range(reps):
         comm.Sendrecv(big, dest=right, recvbuf=big_in, source=left)
     _report(rank, size, latency, (time.perf_counter() - t0) / reps, nbytes)
-
-
-def parse(line: str) -> dict | None:
-    """The record from a `[RANK] JUPITER_LINK {...}` log line (prefix optional), else None."""
-    _, sep, rest = line.partition(MARKER)
-    if not sep:
-        return None
-    try:
-        rec = json.loads(rest)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) and {"rank", "to", "latency_us", "gbps"} <= rec.keys() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ all), so each rank runs behind this shim, which prints
 
 when its command ends (negative code: killed by that signal), and exits with the same status.
 It also prints `JUPITER_RANK_START {"rank": 1}` first, so the coordinator knows the rank really
-started on its host (mpirun may still fail to reach another one).
+started on its host (mpirun may still fail to reach another one). The coordinator reads these
+lines with the same module that writes them, shared.rankmarkers.
 
 Before the command starts, the shim narrows the environment mpirun gave it to the ranks'
 allowlist (shared.rankenv) plus the names in `--keep` (the job's env and secret_env), and moves
@@ -19,7 +20,6 @@ never the coordinator's folder below $JUPITER_HOME that mpirun was started in.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,9 +27,7 @@ import sys
 from pathlib import Path
 
 from shared.rankenv import mpi_rank_root, private_dir, safe_part, shim_filter
-
-MARKER = "JUPITER_RANK_EXIT "
-START_MARKER = "JUPITER_RANK_START "
+from shared.rankmarkers import exit_line, start_line
 
 
 def rank_from_env() -> int:
@@ -59,7 +57,7 @@ def main(argv: list[str]) -> int:
         return 2
     rank = rank_from_env()
     os.environ["JUPITER_RANK"] = str(rank)
-    print(START_MARKER + json.dumps({"rank": rank}), flush=True)
+    print(start_line(rank), flush=True)
     env = shim_filter(os.environ, keep)
     try:
         folder = rank_folder(env)
@@ -68,7 +66,7 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(argv[1:], env=env, cwd=folder)
     except OSError as exc:
         print(f"cannot start {argv[1]!r}: {exc}", flush=True)
-        print(MARKER + json.dumps({"rank": rank, "code": 127}), flush=True)
+        print(exit_line(rank, 127), flush=True)
         return 127
 
     def forward(signum, _frame):
@@ -80,29 +78,8 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     code = child.wait()
-    print(MARKER + json.dumps({"rank": rank, "code": code}), flush=True)
+    print(exit_line(rank, code), flush=True)
     return code if code >= 0 else 128 - code
-
-
-def parse_marker(line: str) -> tuple[int, int] | None:
-    """(rank, exit code) from an exit marker line, else None."""
-    if not line.startswith(MARKER):
-        return None
-    try:
-        d = json.loads(line[len(MARKER):])
-        return int(d["rank"]), int(d["code"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def parse_start(line: str) -> int | None:
-    """The rank from a start marker line, else None."""
-    if not line.startswith(START_MARKER):
-        return None
-    try:
-        return int(json.loads(line[len(START_MARKER):])["rank"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def plain_rank(args: argparse.Namespace) -> int:
 
     from agent.training.data import load_tokens
     from agent.training.model import GPT, loss_fn
-    from agent.training.presets import get_preset
+    from shared.presets import get_preset
     from shared.domains import load_domain
 
     group = mx.distributed.init()
@@ -532,7 +532,7 @@ def main() -> int:
     if args.steps <= args.skip + 2:
         ap.error("--steps must exceed --skip by at least 3")
 
-    from agent.training.presets import get_preset
+    from shared.presets import get_preset
     from tests.harness import AgentProcess, CoordinatorProcess, wait_for
 
     p = get_preset(PRESET)

@@ -29,7 +29,7 @@ def check_domain(name: str) -> str:
 
 
 def check_preset(name: str | None) -> None:
-    from agent.training.presets import PRESETS
+    from shared.presets import PRESETS
 
     if name is not None and name not in PRESETS:
         raise DomainRejected(f"preset: unknown preset {name!r}; one of {', '.join(PRESETS)}")

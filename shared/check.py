@@ -178,12 +178,12 @@ def run_links(c: Client, report: CheckReport, *, mpi: bool, mbytes: int = 64, ti
     per link: from, to, latency_us, gbps, negotiated_gbps, verdict."""
     import time
 
-    from agent.linkprobe import parse
+    from shared.linkprobe import PROBE_MODULE, parse
 
     ready = [n.name for n in report.nodes if n.status == "ready"]
     if len(ready) < 2:
         raise RuntimeError(f"--links needs at least 2 ready nodes, {len(ready)} ready")
-    cmd = ["python", "-m", "agent.linkprobe", "--mbytes", str(mbytes)] + (["--mpi"] if mpi else [])
+    cmd = ["python", "-m", PROBE_MODULE, "--mbytes", str(mbytes)] + (["--mpi"] if mpi else [])
     job = c.submit({"name": "check-links", "command": cmd, "node_names": ready,
                     "backend": "mpi" if mpi else "ring", "timeout_s": timeout_s, "start_timeout_s": 60})
     deadline = time.monotonic() + timeout_s + 60

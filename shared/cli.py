@@ -1,12 +1,15 @@
-"""The `jupiter` command. Client subcommands talk HTTP through shared.client; `coordinator` and
-`agent` import their side lazily so a client-only machine never loads the daemon's code."""
+"""The `jupiter` command. Client subcommands talk HTTP through shared.client.
+
+The daemon commands live with their side, `coordinator` in coordinator/cli.py and `agent` in
+agent/cli.py, and join this app through the `jupiter.commands` entry points (pyproject.toml):
+main() loads each and calls its `register(app)`. So shared/ never imports coordinator/ or agent/,
+and a client-only command never loads the daemons' code."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,15 +20,11 @@ from rich.table import Table
 
 from shared import __version__
 from shared.client import ApiError, Client, default_admin_token, default_url
-from shared.paths import DEFAULT_PORT, jupiter_home
-from shared.schemas import HOST_RE, NAME_RE, validate_host
 from shared.status import TERMINAL
 from shared.text import ansi, cell, markup, plain
 
 app = typer.Typer(help="Jupiter: train with MLX across a stack of Macs.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-agent_app = typer.Typer(help="Run an agent, or install it as a service.", invoke_without_command=True)
-app.add_typer(agent_app, name="agent")
 # Piped output (make run, CI logs) gets a wide fixed width instead of wrapping tables at 80,
 # unless COLUMNS says how wide.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
@@ -70,211 +69,6 @@ def _call(fn):
                   f"coordinator logs it at start; it is the second field of a join string) or JUPITER_CA_FILE "
                   f"to its ca.pem ({exc})")
         _fail(f"cannot reach the coordinator at {default_url()} ({type(exc).__name__}); is it running?")
-
-
-# ---------------------------------------------------------------------------- daemons
-
-
-@app.command()
-def coordinator(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(DEFAULT_PORT, min=1, max=65535),
-    db: Optional[str] = typer.Option(None, help="SQLAlchemy URL; default SQLite under $JUPITER_HOME."),
-    config: Optional[Path] = typer.Option(None, help="cluster.yaml (default: ./config/cluster.yaml if present)."),
-    heartbeat_interval: float = typer.Option(5.0, min=0.1, help="Seconds between agent heartbeats."),
-    down_after: float = typer.Option(30.0, min=0.5, help="Seconds without a heartbeat before a node is down."),
-    tls: Optional[bool] = typer.Option(None, "--tls/--no-tls", help=(
-        "HTTPS on loopback too (--tls). Off loopback HTTPS is always on and --no-tls is refused.")),
-    tls_cert: Optional[Path] = typer.Option(None, help="Your own server certificate (PEM, chain included) "
-                                                       "instead of the coordinator's own CA."),
-    tls_key: Optional[Path] = typer.Option(None, help="The key of --tls-cert (PEM)."),
-    allowed_host: list[str] = typer.Option([], "--allowed-host", help=(
-        "Another name clients reach the coordinator by (a DNS alias, a proxy's name); repeatable. "
-        "Requests naming any other host are refused (400). Its own names and addresses are always served.")),
-    # Bounds, hidden: the defaults suit a cluster; tests and benchmarks set their own.
-    header_timeout: Optional[float] = typer.Option(None, min=0.1, hidden=True, help="Seconds to send a request head."),
-    max_connections: Optional[int] = typer.Option(None, min=1, hidden=True, help="Connections open at once."),
-    job_log_quota: Optional[int] = typer.Option(None, min=4096, hidden=True, help="Bytes of log kept per job."),
-    events_per_node: Optional[int] = typer.Option(None, min=1, hidden=True, help="Events kept per node."),
-    register_burst: Optional[int] = typer.Option(None, min=1, hidden=True, help="Registrations at once per address."),
-    auth_failure_burst: Optional[int] = typer.Option(None, min=1, hidden=True, help="Wrong tokens at once per address."),
-    limit_loopback: bool = typer.Option(False, "--limit-loopback", hidden=True,
-                                        help="Per-address limits for loopback clients too."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Run the coordinator daemon."""
-    from coordinator.app import RefusedToStart, serve
-    from coordinator.settings import Settings
-    from shared.cluster_config import ConfigError
-
-    _logging(verbose)
-    if config is None and Path("config/cluster.yaml").exists():
-        config = Path("config/cluster.yaml")
-    settings = Settings(host=host, port=port, db_url=db, config_path=config, home=jupiter_home(),
-                        heartbeat_interval_s=heartbeat_interval, down_after_s=down_after,
-                        tls=tls, tls_cert=tls_cert, tls_key=tls_key, allowed_hosts=list(allowed_host),
-                        limit_loopback=limit_loopback,
-                        **{k: v for k, v in {"header_timeout_s": header_timeout, "max_connections": max_connections,
-                                             "job_log_quota_bytes": job_log_quota, "events_per_node": events_per_node,
-                                             "register_burst": register_burst,
-                                             "auth_failures_burst": auth_failure_burst}.items() if v is not None})
-    try:
-        serve(settings)
-    except (ConfigError, RefusedToStart, ValueError) as exc:
-        _fail(str(exc))
-
-
-def _default_name() -> str:
-    short = socket.gethostname().split(".")[0]
-    return short if NAME_RE.match(short) else "node"
-
-
-def _default_host() -> str:
-    name = socket.gethostname()
-    return name if HOST_RE.fullmatch(name) else "127.0.0.1"
-
-
-@agent_app.callback()
-def agent(
-    ctx: typer.Context,
-    coordinator_url: str = typer.Option(None, "--coordinator", help="Coordinator URL (default $JUPITER_URL)."),
-    name: Optional[str] = typer.Option(None, help="Node name (default: short hostname)."),
-    host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
-    state_dir: Optional[Path] = typer.Option(None, help="Where the node token lives (default $JUPITER_HOME/agent-NAME)."),
-    python: str = typer.Option(sys.executable, help="Interpreter that runs ranks (its MLX is reported)."),
-    work_dir: Optional[Path] = typer.Option(None, help="Where ranks run, apart from the state dir "
-                                                       "(default $JUPITER_HOME-work/<state dir name>)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Run one agent in the foreground (or see `install`, `uninstall`)."""
-    if ctx.invoked_subcommand is not None:
-        ctx.obj = {"coordinator": coordinator_url, "name": name, "host": host, "state_dir": state_dir}
-        return
-    from agent.loop import Agent, AgentConfig, install_signal_handlers
-
-    _logging(verbose)
-    name = name or _default_name()
-    host = host or _default_host()
-    if not NAME_RE.match(name):
-        _fail(f"--name {name!r}: use letters, digits, spaces and . _ ( ) + - (at most 64)")
-    try:
-        validate_host(host)
-    except ValueError as exc:
-        _fail(f"--host: {exc}")
-    cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
-                      state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python,
-                      work_dir=work_dir)
-    from agent.ranks import default_work_dir, work_dir_problem
-
-    problem = work_dir_problem(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.state_dir)
-    if problem:
-        _fail(problem)
-    ag = Agent(cfg)
-    install_signal_handlers(ag)
-    raise typer.Exit(ag.run())
-
-
-def _service_manager(launchd: bool, systemd: bool):
-    if launchd and systemd:
-        _fail("choose one of --launchd and --systemd")
-    return "launchd" if launchd else "systemd" if systemd else None
-
-
-def _carry_out(plan, print_only: bool, done: str) -> None:
-    """Show a service plan (--print) or apply it, with its warnings; errors are one clear line."""
-    from agent.service import ServiceError, apply_plan, format_plan
-
-    if print_only:
-        print(format_plan(plan))
-        return
-    try:
-        outcome = apply_plan(plan)
-    except ServiceError as exc:
-        _fail(str(exc))
-    for w in outcome.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    console.print(f"[green]{done}[/]")
-
-
-def _join_token_given(from_stdin: bool, path: Optional[Path]) -> str | None:
-    """The join token from standard input or a file, as `agent install` was told; None if neither."""
-    from shared.paths import read_secret
-
-    if from_stdin and path is not None:
-        _fail("choose one of --join-token-stdin and --join-token-file")
-    if path is not None:
-        token = read_secret(path.expanduser())
-        if token is None:
-            _fail(f"--join-token-file: {path} is missing, unreadable or empty")
-        return token
-    if not from_stdin:
-        return None
-    if sys.stdin.isatty():
-        import getpass
-
-        text = getpass.getpass("join token (not echoed): ")
-    else:
-        text = sys.stdin.read(8192)
-    token = text.strip()
-    if not token:
-        _fail("--join-token-stdin: nothing on standard input; pipe the token in, e.g. "
-              "`jupiter agent install ... --join-token-stdin < join.token`")
-    return token
-
-
-@agent_app.command("install")
-def agent_install(
-    ctx: typer.Context,
-    launchd: bool = typer.Option(False, "--launchd", help="Install a launchd LaunchAgent (macOS)."),
-    systemd: bool = typer.Option(False, "--systemd", help="Install a systemd unit (Linux, NVIDIA boxes)."),
-    coordinator_url: Optional[str] = typer.Option(None, "--coordinator", help="Coordinator URL (default $JUPITER_URL)."),
-    name: Optional[str] = typer.Option(None, help="Node name (default: short hostname)."),
-    host: Optional[str] = typer.Option(None, help="Address other nodes reach this one at."),
-    state_dir: Optional[Path] = typer.Option(None, help="Agent state dir (default $JUPITER_HOME/agent)."),
-    join_token_stdin: bool = typer.Option(False, "--join-token-stdin", help=(
-        "Read the join token from standard input (a pipe, or a prompt that does not echo). "
-        "Default: $JUPITER_JOIN_TOKEN. It is kept in a 0600 file, never in the service file.")),
-    join_token_file: Optional[Path] = typer.Option(None, "--join-token-file", help=(
-        "Read the join token from this file (a copy of the leader's join.token).")),
-    join_token: Optional[str] = typer.Option(None, "--join-token", hidden=True,
-                                             help="Refused: use --join-token-stdin or --join-token-file."),
-    print_only: bool = typer.Option(False, "--print", help="Show the file and commands; change nothing."),
-) -> None:
-    """Write the service file so the OS keeps the agent running, and load it."""
-    from agent.service import agent_service, plan_install
-    from agent.state import find_join_token
-
-    if join_token is not None:
-        _fail("--join-token would put the secret in the process list and the shell history: give it on "
-              "standard input (--join-token-stdin < join.token), in a file (--join-token-file PATH) or in "
-              "the environment (JUPITER_JOIN_TOKEN)")
-    token = _join_token_given(join_token_stdin, join_token_file) or find_join_token()
-    parent = ctx.obj or {}
-    try:
-        svc = agent_service(coordinator_url or parent.get("coordinator"), name or parent.get("name"),
-                            host=host or parent.get("host"), state_dir=state_dir or parent.get("state_dir"),
-                            join_token=token)
-        plan = plan_install(svc, _service_manager(launchd, systemd))
-    except ValueError as exc:
-        _fail(str(exc))
-    _carry_out(plan, print_only, "agent service installed and started")
-
-
-@agent_app.command("uninstall")
-def agent_uninstall(
-    launchd: bool = typer.Option(False, "--launchd"),
-    systemd: bool = typer.Option(False, "--systemd"),
-    purge: Optional[Path] = typer.Option(None, help="Also delete this agent state dir."),
-    print_only: bool = typer.Option(False, "--print", help="Show the commands; change nothing."),
-) -> None:
-    """Stop the agent service and remove its file (the state dir stays unless --purge)."""
-    from agent.service import plan_uninstall
-
-    try:
-        plan = plan_uninstall(_service_manager(launchd, systemd), purge_state_dir=purge)
-    except ValueError as exc:
-        _fail(str(exc))
-    _carry_out(plan, print_only, "agent service removed")
 
 
 # ---------------------------------------------------------------------------- live state
@@ -597,8 +391,8 @@ def model_info(preset: str = typer.Argument("tiny", help="micro | tiny | small |
                bf16: bool = typer.Option(False, "--bf16", help="bfloat16 compute."),
                as_json: bool = typer.Option(False, "--json")) -> None:
     """Parameters and memory per rank of a built-in trainer preset."""
-    from agent.training.presets import model_info as info_of
-    from agent.training.presets import model_info_lines
+    from shared.presets import model_info as info_of
+    from shared.presets import model_info_lines
 
     try:
         info = info_of(preset, batch, seq, "bfloat16" if bf16 else "float32", world_size)
@@ -622,8 +416,42 @@ from shared import cli_admin  # noqa: E402  (registers `jupiter token` and `jupi
 cli_admin.register(app, nodes_app)
 
 
+COMMANDS_GROUP = "jupiter.commands"
+_extended: set[int] = set()  # the apps the entry points were already added to
+
+
+def add_entry_point_commands(target: typer.Typer = app) -> list[str]:
+    """Load every `jupiter.commands` entry point and call its `register(target)`; its commands
+    are listed first in --help, where the daemons have always been. Returns one line per entry
+    point that could not be loaded or registered (the others still work)."""
+    from importlib.metadata import entry_points
+
+    if id(target) in _extended:
+        return []
+    _extended.add(id(target))
+    problems: list[str] = []
+    found = sorted({ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}.values(), key=lambda ep: ep.name)
+    if not found:
+        return [f"no `{COMMANDS_GROUP}` entry points are installed, so the `coordinator` and `agent` "
+                f"commands are missing: reinstall Jupiter (`make venv`, or `pip install -e .` in its checkout)"]
+    commands, groups = list(target.registered_commands), list(target.registered_groups)
+    target.registered_commands.clear()
+    target.registered_groups.clear()
+    for ep in found:
+        try:
+            ep.load()(target)
+        except Exception as exc:  # a broken plugin must not take the client commands down with it
+            problems.append(f"cannot add the `{ep.name}` command from the entry point {ep.value!r}: "
+                            f"{type(exc).__name__}: {exc}")
+    target.registered_commands.extend(commands)
+    target.registered_groups.extend(groups)
+    return problems
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    for problem in add_entry_point_commands():
+        err.print(f"[bold red]error:[/] {markup(problem, multiline=True)}", highlight=False, soft_wrap=True)
     app()
 
 

@@ -15,7 +15,7 @@ mx = pytest.importorskip("mlx.core")
 from mlx.utils import tree_flatten  # noqa: E402
 
 from agent.training import checkpoint as ckpt  # noqa: E402
-from agent.training import presets as P  # noqa: E402
+from shared import presets as P  # noqa: E402
 from agent.training.data import DataError, Sharding, eval_ids  # noqa: E402
 from agent.training.model import GPT  # noqa: E402
 from agent.training.tokenizer import EOT, VOCAB_SIZE, decode, encode  # noqa: E402

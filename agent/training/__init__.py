@@ -6,9 +6,9 @@ In-process API::
     result = train(TrainConfig(domain="sample", preset="micro", steps=50))
     result.final_loss, result.checkpoint, result.losses
 
-`agent.training.presets` (no MLX import) has the presets, exact parameter counts and
-`model_info(preset, batch, seq, dtype)` for `jupiter model-info`. The heavy modules are imported
-lazily so that importing the presets stays cheap.
+The presets, their exact parameter counts and `model_info(preset, batch, seq, dtype)` live in
+`shared.presets` (no MLX import), which the coordinator and `jupiter model-info` read too. The
+heavy modules are imported lazily so that importing this package stays cheap.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(trainer, name)
     if name in ("model_info", "PRESETS"):
-        from agent.training import presets
+        from shared import presets
 
         return getattr(presets, name)
     raise AttributeError(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.training.presets import PRESETS
+from shared.presets import PRESETS
 
 PROG = "python -m agent.training"
 

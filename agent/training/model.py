@@ -4,8 +4,8 @@ Token embedding, rotary positions (RoPE, no parameters), pre-norm blocks (RMSNor
 self-attention through `mx.fast.scaled_dot_product_attention(mask="causal")`, RMSNorm -> SiLU MLP),
 a final RMSNorm and an output head tied to the embedding (or untied). SiLU rather than GELU: on
 MLX's CPU backend tanh/erf cost several times more than a sigmoid. No biases, no dropout, so
-training is deterministic given the seed and the data order. `presets.param_count` is the exact
-parameter count of this module.
+training is deterministic given the seed and the data order. `shared.presets.param_count` is the
+exact parameter count of this module.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from agent.training.presets import Preset
+from shared.presets import Preset
 
 
 class Attention(nn.Module):

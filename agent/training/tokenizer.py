@@ -6,9 +6,11 @@ ends. Tokens are held as MLX uint16 arrays (numpy is not needed).
 
 from __future__ import annotations
 
+from shared.presets import VOCAB_SIZE  # the models are sized for this vocabulary: N_BYTES + 1
+
 N_BYTES = 256
 EOT = 256               # end of text / document separator
-VOCAB_SIZE = N_BYTES + 1
+assert VOCAB_SIZE == N_BYTES + 1
 
 
 def encode(data: bytes | str):

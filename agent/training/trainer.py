@@ -43,7 +43,7 @@ from mlx.utils import tree_flatten, tree_map
 from agent.training import checkpoint as ckpt
 from agent.training.data import DataError, Sharding, TokenData, eval_ids, load_tokens, n_windows, windows
 from agent.training.model import GPT, loss_fn
-from agent.training.presets import Preset, get_preset, param_count
+from shared.presets import Preset, get_preset, param_count
 from agent.training.tokenizer import EOT, VOCAB_SIZE
 from shared.domains import ConfigError, load_domain
 from shared.paths import jupiter_home

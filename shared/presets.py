@@ -1,13 +1,15 @@
 """Model presets of the built-in trainer, their exact parameter counts and a memory estimate.
 
-This module imports nothing heavy (no MLX), so the coordinator and the `jupiter model-info` command
-can use it on any machine. `param_count` is an exact formula for the module in `model.py`; a test
-instantiates every small preset and checks the formula against the real parameter tree.
+Pure data and arithmetic (no MLX, nothing from coordinator/ or agent/): the coordinator validates
+a trainer job's preset with it, `jupiter model-info` prints it, and the trainer in agent/training/
+builds its model from it. `param_count` is an exact formula for the module in
+agent/training/model.py; a test instantiates every small preset and checks the formula against the
+real parameter tree.
 
-The model (see model.py): token embedding (vocab x d), RoPE positions (no parameters), `n_layers`
-pre-norm blocks, each RMSNorm -> causal self-attention (fused qkv + output projection, no biases)
--> RMSNorm -> MLP (d -> d_ff -> d, SiLU, no biases), a final RMSNorm, and an output head tied to the
-embedding (or an untied vocab x d matrix).
+The model (see agent/training/model.py): token embedding (vocab x d), RoPE positions (no
+parameters), `n_layers` pre-norm blocks, each RMSNorm -> causal self-attention (fused qkv + output
+projection, no biases) -> RMSNorm -> MLP (d -> d_ff -> d, SiLU, no biases), a final RMSNorm, and
+an output head tied to the embedding (or an untied vocab x d matrix).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.training.tokenizer import VOCAB_SIZE
+# The byte-level tokenizer's vocabulary (agent/training/tokenizer.py): 256 byte tokens and one
+# end-of-text token. The presets are sized for it; the tokenizer takes it from here.
+VOCAB_SIZE = 257
 
 
 @dataclass(frozen=True)
