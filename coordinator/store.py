@@ -106,7 +106,9 @@ class JobRow(SQLModel, table=True):
     max_restarts: int = 0
     attempts_json: str = "[]"       # one entry per failed attempt: nodes, error, times
     launcher_json: str | None = None  # what the launcher needs to find its process again (mpi)
-    log_bytes: int | None = None    # the log's size when its stored line counts were last committed
+    # The log's size when its stored line counts were last committed: 0 for a new job (nothing of
+    # its ranks' output counted yet), null for a job from before this column (not known).
+    log_bytes: int | None = 0
 
 
 class RankRow(SQLModel, table=True):

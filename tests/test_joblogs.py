@@ -35,3 +35,29 @@ def test_output_logged_but_never_committed_is_rolled_back_keeping_jupiters_notes
     logs.append("j-2", 0, ["uncommitted"])
     assert logs.rollback("j-2", committed) > 0 and logs.size("j-2") == committed
     assert b"uncommitted" not in logs.read("j-2", committed - 60)[0]
+
+
+def test_a_new_job_whose_first_output_was_never_committed_is_rolled_back_at_start_up(tmp_path):
+    """The coordinator-SIGKILL case: the first lines of a job are written to its log, the process
+    dies before their count commits, and the next coordinator must not keep them (the agent sends
+    them again)."""
+    from coordinator.joblogs import JobLogs
+    from coordinator.jobs import Jobs
+    from coordinator.registry import Registry
+    from coordinator.store import JobRow, Store
+    from shared.cluster_config import load_cluster_config
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        logs = JobLogs(tmp_path / "jobs")
+        jobs = Jobs(store, Registry(store, load_cluster_config(None), heartbeat_interval_s=1, down_after_s=30),
+                    logs, default_backend="ring")
+        with store.write() as s:
+            s.add(JobRow(id="j-00000000aa", name="job", status="running", backend="ring", world_size=2,
+                         spec_json="{}", command_json="[]", spec_hash="x"))
+        logs.note("j-00000000aa", "all ranks running")
+        logs.append("j-00000000aa", 1, ["rank 1 line, never counted"])
+        jobs.recover_logs()
+        assert logs.read("j-00000000aa")[0] == b"[jupiter] all ranks running\n"
+    finally:
+        store.close()
