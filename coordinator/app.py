@@ -29,7 +29,8 @@ from coordinator.tls import ensure_server_tls
 from coordinator.tokens import JoinTokens
 from coordinator.problems import Surveyor
 from coordinator.registry import Registry
-from coordinator.settings import Settings, is_loopback
+from coordinator.settings import Settings
+from shared.tlspin import is_loopback
 from coordinator.store import Store
 from shared import __version__
 from shared.cluster_config import load_cluster_config

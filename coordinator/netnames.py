@@ -12,7 +12,7 @@ import socket
 
 import psutil
 
-from coordinator.settings import is_loopback
+from shared.tlspin import is_loopback
 
 
 def local_hostnames() -> list[str]:

@@ -19,7 +19,6 @@ from coordinator.store import Beat, EventRow, NodeRow, Store
 from coordinator.tokens import CLUSTER_GRANT, Grant
 from coordinator.tokens import consume as consume_token
 from shared.status import NodeStatus
-from shared.tlspin import CLUSTER_TOKEN_ID
 from shared.cluster_config import ClusterConfig
 from shared.schemas import (
     DeclaredNode,
@@ -149,7 +148,7 @@ class Registry:
                 # An unclaimed declaration for this name (then this host) becomes this node.
                 unclaimed = [r for r in rows if r.machine_id is None]
                 row = row or next((r for r in unclaimed if r.host.lower() == req.host.lower()), None)
-                if row is not None and grant.token_id not in (CLUSTER_TOKEN_ID, "admin") and \
+                if row is not None and grant.counted and \
                         grant.node_name not in (row.name, req.name):
                     raise Forbidden(f"{row.name!r} is declared in cluster.yaml: enrol it with the cluster's join "
                                     f"token or one bound to it (jupiter token create --node '{row.name}')")
@@ -176,7 +175,7 @@ class Registry:
             row.online = True
             s.add(row)
             kind = "registered" if is_new else "re-registered"
-            via = "" if grant.token_id in (CLUSTER_TOKEN_ID, "admin") else f" with join token {grant.token_id}"
+            via = f" with join token {grant.token_id}" if grant.counted else ""
             s.add(EventRow(node_id=row.id, at=now, kind=kind,
                            message=f"{req.facts.chip or req.facts.device_type} at {req.host}, "
                                    f"{req.facts.memory_gb:g} GB, agent {req.facts.agent_version or '?'}{via}"

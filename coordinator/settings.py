@@ -9,7 +9,7 @@ from coordinator.httpserver import HEADER_TIMEOUT_S, MAX_CONNECTIONS
 from coordinator.joblogs import JOB_LOG_QUOTA_BYTES
 from coordinator.ratelimit import AUTH_FAILURES_BURST, REGISTRATIONS_BURST_PER_CLIENT
 from coordinator.store import EVENTS_PER_NODE
-from shared.tlspin import is_loopback  # noqa: F401  (re-exported: the app and the CLI use it from here)
+from shared.tlspin import is_loopback
 from shared.paths import DEFAULT_PORT, jupiter_home
 
 

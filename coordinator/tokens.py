@@ -37,7 +37,8 @@ class Grant:
 
     @property
     def counted(self) -> bool:
-        """Tokens with a use count live in the table; the cluster secret and the admin token do not."""
+        """A token from the table (`jupiter token create`), with limits and a use count; not the
+        cluster secret or the admin token, which are trusted in full."""
         return self.token_id not in (CLUSTER_TOKEN_ID, "admin")
 
 

@@ -58,7 +58,7 @@ def plain(text: object, *, multiline: bool = False, keep_colour: bool = False) -
 
 
 def control_char(text: str) -> str | None:
-    """The first control character in `text` as `U+XXXX`, or None: for error messages."""
+    """The first control character in `text` as `U+` and four hex digits (`U+001B`), or None: for error messages."""
     m = CONTROL_RE.search(text)
     return f"U+{ord(m.group(0)):04X}" if m else None
 
