@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.rankenv import RANK_VARS
 from shared.status import TERMINAL  # noqa: F401  (re-exported: callers import it from here)
 from shared.text import control_char
 
@@ -335,8 +336,7 @@ def validate_host(value: str, what: str = "host") -> str:
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
-RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", "JUPITER_JOB_ID", "JUPITER_RANK",
-                "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK", "JUPITER_NODE", "JUPITER_ATTEMPT", "JUPITER_JOB_DIR")
+RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", *sorted(RANK_VARS))
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
 Backend = Literal["ring", "mpi", "jaccl"]
 Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
