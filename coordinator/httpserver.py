@@ -67,6 +67,12 @@ FD_RESERVE = 128
 # Accepted sockets asyncio may hold before our protocol sees them: it accepts up to `backlog`
 # connections per event loop turn. Also the kernel's listen queue, which costs us no descriptors.
 BACKLOG = 128
+# The largest request head (line and headers). h11's limit (16 KiB by default) applies only to a
+# head still incomplete when data arrives, so a 60 KiB head that came in one read was served and
+# the same head split across TCP segments (a loaded machine) was refused and its connection reset:
+# the outcome depended on timing. One limit, above any real head (a bearer token is under 200
+# bytes) and small enough that the connection cap bounds the memory heads can take (64 MiB).
+MAX_HEAD_BYTES = 64 * 1024
 # One log line per limit at most this often.
 LOG_EVERY_S = 10.0
 
@@ -357,7 +363,8 @@ def make_config(app: Any, *, host: str, port: int, ssl_certfile: str | None = No
                               # the coordinator, and limits are kept per client address.
                               proxy_headers=False,
                               # asyncio's own loop: the TLS wrapping here is asyncio's SSLProtocol.
-                              loop="asyncio", ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+                              loop="asyncio", ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                              h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     kw.update(uvicorn_kwargs)
     shared = _Shared(header_timeout_s=header_timeout_s, max_connections=connection_cap(max_connections, kw["backlog"]),
                      write_timeout_s=write_timeout_s, body_min_bytes=body_min_bytes)
