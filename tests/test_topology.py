@@ -17,6 +17,7 @@ import pytest
 
 from agent.facts import collect
 from agent.system import RecordedSystem
+from coordinator import problems as P
 from coordinator import topology as T
 from shared.schemas import NetInterface, NodeOut, ThunderboltInfo
 
@@ -87,7 +88,7 @@ def test_chain_of_the_seeds_five_macs():
     check = T.jaccl_check(topo, list(topo.nodes))
     assert check.matrix is None and "not enabled" in check.reason
     # 3.12.7 beside 3.12.8 is no problem (same minor); Open MPI everywhere; every node cabled.
-    assert T.problems(topo, nodes, backend="mpi") == []
+    assert P.combine(topo, nodes, backend="mpi") == []
 
 
 def test_ring_of_four_without_the_bridge():
@@ -115,7 +116,7 @@ def test_ring_of_four_without_the_bridge():
     back = T.link_addresses(topo, *ids(topo, "studio-3", "studio-1"))
     assert (back.a.ips, back.b.ips) == (("192.168.1.2",), ("192.168.1.1",))
     assert T.jaccl_matrix(topo, order) is None
-    got = T.problems(topo, nodes, backend="ring")
+    got = P.combine(topo, nodes, backend="ring")
     assert kinds(got) == {("slow_link", "studio-2"), ("mlx_version", None)}
     slow = next(p for p in got if p.kind == "slow_link")
     assert "20 Gb/s" in slow.message and "studio-4" in slow.message
@@ -149,8 +150,8 @@ def test_rdma_mesh_of_three():
     addr = T.link_addresses(topo, kim, mini)
     assert (addr.a.interface, addr.a.ips, addr.b.interface, addr.b.ips) == (
         "en2", ("192.168.202.1",), "en2", ("192.168.202.2",))
-    assert T.problems(topo, nodes, backend="jaccl") == []
-    assert T.problems(topo, nodes, backend="mpi") == []
+    assert P.combine(topo, nodes, backend="jaccl") == []
+    assert P.combine(topo, nodes, backend="mpi") == []
 
 
 def test_broken_cable_and_friends():
@@ -170,7 +171,7 @@ def test_broken_cable_and_friends():
     assert order[:2] == [a, b] and order[2] == c
     chip = T.Problem("mini-a", "declared chip 'M2 Max' but the node reports 'Apple M2 Pro'",
                      "correct chip in cluster.yaml", "declared_mismatch")
-    got = T.problems(topo, nodes, backend="mpi", extra=[chip])
+    got = P.combine(topo, nodes, backend="mpi", extra=[chip])
     assert kinds(got) == {
         ("one_sided", "mini-c"), ("unknown_peer", "mini-a"), ("never_reported", "studio-x"), ("no_link", "air"),
         ("python_version", None), ("mpich", "mini-c"), ("declared_mismatch", "mini-a"),
@@ -181,7 +182,7 @@ def test_broken_cable_and_friends():
     py = next(p for p in got if p.kind == "python_version")
     assert "3.11 on mini-c" in py.message and "Python 3.12" in py.fix
     # MPICH matters only for the mpi backend.
-    assert "mpich" not in {p.kind for p in T.problems(topo, nodes, backend="ring")}
+    assert "mpich" not in {p.kind for p in P.combine(topo, nodes, backend="ring")}
 
 
 def test_bridge_loop_of_three():
@@ -193,7 +194,7 @@ def test_bridge_loop_of_three():
     }
     assert [c.kind for c in topo.components] == ["mesh"]
     assert T.ring_order(topo, list(topo.nodes)) == ids(topo, "lab-mini-1", "lab-mini-2", "lab-mini-3")
-    got = T.problems(topo, nodes, backend="ring")
+    got = P.combine(topo, nodes, backend="ring")
     assert kinds(got) == {("bridge_loop", None)}
     [loop] = got
     assert "lab-mini-1, lab-mini-2, lab-mini-3" in loop.message and "broadcast storm" in loop.message
@@ -203,7 +204,7 @@ def test_bridge_loop_of_three():
     # Taking one Mac's ports out of the bridge ends the loop.
     fixed = [n if n.name != "lab-mini-2" else n.model_copy(update={"thunderbolt": n.thunderbolt.model_copy(
         update={"bridge": n.thunderbolt.bridge.model_copy(update={"members": []})})}) for n in nodes]
-    assert T.problems(T.build(fixed), fixed, backend="ring") == []
+    assert P.combine(T.build(fixed), fixed, backend="ring") == []
 
 
 @pytest.mark.parametrize("name", ["chain5", "ring4", "mesh3-rdma", "broken-cable", "bridge-loop"])
@@ -254,7 +255,7 @@ def test_jaccl_refuses_without_rdma_or_with_a_one_sided_cable():
 
 def test_jaccl_problems_for_the_backend():
     topo, nodes = topo_of("bridge-loop")
-    got = T.problems(topo, nodes, backend="jaccl")
+    got = P.combine(topo, nodes, backend="jaccl")
     assert kinds(got) == {("bridge_loop", None)} | {(k, f"lab-mini-{i}") for k in ("jaccl_rdma", "jaccl_bridge")
                                                      for i in (1, 2, 3)}
 
