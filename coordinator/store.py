@@ -6,7 +6,6 @@ database either before or after a change, never half-way.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from contextlib import contextmanager
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, or_, text
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
-from shared.text import plain
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
 
-SCHEMA_VERSION = 3
+from coordinator.migrations import HEAD_VERSION, SchemaError, migrate  # noqa: F401 (SchemaError: raised by Store())
+
+SCHEMA_VERSION = HEAD_VERSION  # also kept in meta.schema_version, which older Jupiters read
 # Events kept per node, the newest: GET /nodes/{id} shows 50, and a node's whole recent story
 # (registrations, drains, down and back) is a few a day; 1000 is months of it, and a few hundred
 # KiB per node at most, whatever a flapping or hostile node does.
@@ -175,52 +174,6 @@ class Beat(NamedTuple):
     came_back: bool = False       # the node was down until this beat
 
 
-class SchemaError(RuntimeError):
-    pass
-
-
-def _columns(s: Session, table: str) -> set[str]:
-    return {c["name"] for c in sa_inspect(s.connection()).get_columns(table)}
-
-
-def _v1_to_v2(s: Session) -> None:
-    """Node identity and admission: a node key digest per node, and whether it is admitted.
-    Nodes enrolled before this version are admitted (they were trusted then) and have no key yet:
-    their agent binds one at its next registration by showing its current node token."""
-    have = _columns(s, "nodes")
-    if "key_hash" not in have:
-        s.exec(text("ALTER TABLE nodes ADD COLUMN key_hash VARCHAR"))
-    if "admitted" not in have:
-        s.exec(text("ALTER TABLE nodes ADD COLUMN admitted BOOLEAN NOT NULL DEFAULT 1"))
-    # Facts became plain text in this version (control characters are refused on the wire):
-    # clean what older versions stored, or reading those nodes would fail validation.
-    for node_id, facts in s.exec(text("SELECT id, facts_json FROM nodes WHERE facts_json IS NOT NULL")).all():
-        clean = json.dumps(_plain_strings(json.loads(facts)))
-        if clean != facts:
-            s.exec(text("UPDATE nodes SET facts_json = :f WHERE id = :i").bindparams(f=clean, i=node_id))
-
-
-def _plain_strings(value):
-    if isinstance(value, str):
-        return plain(value)
-    if isinstance(value, list):
-        return [_plain_strings(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain_strings(v) for k, v in value.items()}
-    return value
-
-
-def _v2_to_v3(s: Session) -> None:
-    """The committed size of each job's log, to drop output written but never counted after a crash."""
-    if "log_bytes" not in _columns(s, "jobs"):
-        s.exec(text("ALTER TABLE jobs ADD COLUMN log_bytes INTEGER"))
-
-
-# MIGRATIONS[v] takes a database at schema version v to v + 1. New tables need no step: create_all
-# makes them; only changes to existing tables are written here.
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
-
-
 class Store:
     """A thin, thread-safe layer over the tables. Writes are serialised in-process because SQLite
     has one writer anyway, and queuing here is cheaper than busy-waiting inside SQLite."""
@@ -244,23 +197,9 @@ class Store:
     # ------------------------------------------------------------------ schema
 
     def _migrate(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
-        with Session(self.engine) as s:
-            row = s.get(Meta, "schema_version")
-            if row is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                s.commit()
-            elif int(row.value) > SCHEMA_VERSION:
-                raise SchemaError(f"database schema version {row.value} is newer than this Jupiter "
-                                  f"({SCHEMA_VERSION}); upgrade Jupiter or point --db elsewhere")
-            else:
-                version = int(row.value)
-                while version < SCHEMA_VERSION:
-                    MIGRATIONS[version](s)   # one transaction per step: a crash repeats only that step
-                    version += 1
-                    row.value = str(version)
-                    s.add(row)
-                    s.commit()
+        # Alembic revisions in coordinator/migrations/: a new database is made at the newest
+        # schema, an older one upgraded step by step, one from a newer Jupiter refused.
+        migrate(self.engine)
 
     def schema_version(self) -> int:
         with Session(self.engine) as s:
