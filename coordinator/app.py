@@ -112,7 +112,8 @@ def create_app(settings: Settings) -> FastAPI:
     node_orders, job_events = Notifier(), Notifier()
     jobs.on_node_orders = node_orders.notify
     mpi = MpiLauncher(jobs, registry, settings.home / "mpi")
-    jobs.on_mpi_place, jobs.on_mpi_stop = mpi.start, mpi.stop
+    jobs.launchers["mpi"] = mpi
+    registry.busy_of = jobs.busy_nodes
     wake = asyncio.Event()
     loop_ref: dict = {}
 

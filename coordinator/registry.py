@@ -10,6 +10,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from sqlmodel import select
@@ -64,7 +65,8 @@ class Registry:
         self._instances: dict[str, str] = {}  # node id -> agent process instance last seen
         self._version = 0
         self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
-        self.busy_nodes: set[str] = set()  # filled by the scheduler once jobs exist
+        # Which nodes hold ranks is the jobs layer's to say (Jobs.busy_nodes); the app wires it in.
+        self.busy_of: Callable[[], frozenset[str]] = frozenset
         self.sync_declared()
         self._reload_indexes()
 
@@ -308,7 +310,7 @@ class Registry:
             return NodeStatus.DOWN
         if not row.admitted:
             return NodeStatus.PENDING
-        if row.id in self.busy_nodes:
+        if row.id in self.busy_of():
             return NodeStatus.BUSY
         if row.drained:
             return NodeStatus.DRAINING
@@ -358,7 +360,7 @@ class Registry:
     def state_key(self) -> tuple:
         """Changes whenever anything problems depend on changes: facts, declarations, who is
         up, drained or busy. Heartbeats that only refresh the cheap facts leave it alone."""
-        return (self._version, frozenset(self.busy_nodes))
+        return (self._version, self.busy_of())
 
     def _bump(self) -> None:
         self._version += 1

@@ -25,15 +25,17 @@ import threading
 import time
 from pathlib import Path
 
+from coordinator.jobs import LauncherNews
+from coordinator.launchers.mpirun_output import Follower
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
 from shared.rankenv import RANK_DEFAULTS, mpirun_env, rank_env
 from shared.procgroup import group_alive, terminate_group
 from shared.schemas import TERMINAL, JobSpec
+from shared.status import RankStatus
 
 log = logging.getLogger("jupiter.mpi")
 
-TAG_RE = re.compile(r"^\[\d+,(\d+)\]<(?:stdout|stderr)>: ?(.*)$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")  # what may reach mpirun as an interface name
 STOP_GRACE_S = 5.0
 
@@ -116,6 +118,10 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
 
 
 class MpiLauncher:
+    """Runs mpirun for mpi jobs and reports what it sees exactly as an agent would: rank states
+    and numbered output lines, through Jobs.report (node None: the launcher speaks for every
+    node of its job). It never changes a job itself."""
+
     def __init__(self, jobs, registry, folder: Path):
         self.jobs, self.registry, self.folder = jobs, registry, folder
         self._stop = threading.Event()
@@ -132,7 +138,8 @@ class MpiLauncher:
         python = self.registry.config.python or sys.executable
         pin = self.registry.config.network_interface
         if pin and not IFNAME_RE.match(pin):
-            self.jobs.finish(job.id, "failed", error=f"cluster.yaml network_interface {pin!r} is not an interface name")
+            self.jobs.launcher_failed(job.id, job.attempt,
+                                      f"cluster.yaml network_interface {pin!r} is not an interface name")
             return
         if not pin and self.registry.config.use_thunderbolt_bridge:
             bridges = {(nodes[r.node_id].thunderbolt.bridge.interface
@@ -149,7 +156,7 @@ class MpiLauncher:
             argv, env = build_argv(job, spec, ranks, hosts, python, folder / "hostfile", pin_interface=pin,
                                    declared=declared)
         except (RuntimeError, ValueError) as exc:
-            self.jobs.finish(job.id, "failed", error=f"mpirun could not be started: {exc}")
+            self.jobs.launcher_failed(job.id, job.attempt, f"mpirun could not be started: {exc}")
             return
         import subprocess
 
@@ -160,8 +167,11 @@ class MpiLauncher:
                                 start_new_session=True, cwd=folder)
         out.close()
         state = {"pid": proc.pid, "folder": str(folder), "offset": 0, "attempt": job.attempt}
-        self.jobs.mpi_started(job.id, state, " ".join(argv[: argv.index("--")]))
-        self._watch(job.id, state, proc)
+        follower = Follower(job.id, job.attempt)
+        self.jobs.report(None, follower.starting([r.rank for r in ranks]),
+                         launcher=LauncherNews(job.id, job.attempt, state=state,
+                                               note=f"launched: {' '.join(argv[: argv.index('--')])}"))
+        self._watch(follower, state, proc)
 
     def stop(self, job: JobRow) -> None:
         state = json.loads(job.launcher_json or "null")
@@ -172,20 +182,26 @@ class MpiLauncher:
     # ------------------------------------------------------------------ watching
 
     def resume(self) -> None:
-        """After a restart: follow every active mpi job's output file again."""
+        """After a restart: follow every active mpi job's output file again, from where the
+        lines last committed end (each rank's count of lines stored says where it was)."""
         for job in self.jobs.list_rows(limit=1000):
             if job.backend == "mpi" and job.status not in TERMINAL and job.launcher_json:
-                self._watch(job.id, json.loads(job.launcher_json), None)
+                state = json.loads(job.launcher_json)
+                attempt = state.get("attempt", 0)
+                follower = Follower(job.id, attempt,
+                                    seq={r.rank: r.lines_stored for r in self.jobs.ranks(job.id, attempt)})
+                self._watch(follower, state, None)
 
     def detach(self) -> None:
         self._stop.set()
 
-    def _watch(self, job_id: str, state: dict, proc) -> None:
-        t = threading.Thread(target=self._follow, args=(job_id, state, proc), name=f"mpi-{job_id}", daemon=True)
-        self._threads[f"{job_id}/{state.get('attempt', 0)}"] = t
+    def _watch(self, follower: Follower, state: dict, proc) -> None:
+        t = threading.Thread(target=self._follow, args=(follower, state, proc), name=f"mpi-{follower.job_id}",
+                             daemon=True)
+        self._threads[f"{follower.job_id}/{follower.attempt}"] = t
         t.start()
 
-    def _follow(self, job_id: str, state: dict, proc) -> None:
+    def _follow(self, follower: Follower, state: dict, proc) -> None:
         folder = Path(state["folder"])
         output, exit_file = folder / "output", folder / "exit"
         offset, partial = state.get("offset", 0), b""
@@ -197,28 +213,36 @@ class MpiLauncher:
                 chunk = f.read(1 << 20)
             if chunk:
                 offset += len(chunk)
-                data = partial + chunk
-                lines = data.split(b"\n")
+                lines = (partial + chunk).split(b"\n")
                 partial = lines.pop()
-                self._deliver(job_id, state, [ln.decode("utf-8", "replace") for ln in lines], offset - len(partial))
+                self._deliver(follower, state, [ln.decode("utf-8", "replace") for ln in lines], offset - len(partial))
                 continue
             if done:
                 if partial:
-                    self._deliver(job_id, state, [partial.decode("utf-8", "replace")], offset)
-                code = _read_exit(exit_file)
-                self.jobs.mpi_exited(job_id, state.get("attempt", 0), code)
+                    self._deliver(follower, state, [partial.decode("utf-8", "replace")], offset)
+                self._ended(follower, _read_exit(exit_file))
                 return
             time.sleep(0.05)
 
-    def _deliver(self, job_id: str, state: dict, lines: list[str], offset: int) -> None:
-        by_rank: dict[int | str, list[str]] = {}
-        for line in lines:
-            m = TAG_RE.match(line)
-            if m:
-                by_rank.setdefault(int(m.group(1)), []).append(m.group(2))
-            elif line.strip():
-                by_rank.setdefault("mpirun", []).append(line)
-        self.jobs.mpi_output(job_id, state.get("attempt", 0), by_rank, offset)
+    def _deliver(self, follower: Follower, state: dict, lines: list[str], offset: int) -> None:
+        report, own = follower.read(lines)
+        # The offset commits with the lines read up to it, so a restarted coordinator goes on
+        # from there and no line is stored twice.
+        news = LauncherNews(follower.job_id, follower.attempt, state={**state, "offset": offset}, lines=own)
+        self.jobs.report(None, report, launcher=news)
+
+    def _ended(self, follower: Follower, code: int | None) -> None:
+        ranks = self.jobs.ranks(follower.job_id, follower.attempt)
+        left = [(r.rank, r.node_id, r.state) for r in ranks if r.state != RankStatus.EXITED]
+        hosts = {n.id: n.host for n in self.registry.list_views()}
+        hosts_of_rank = {r.rank: {h for h in (r.address, hosts.get(r.node_id)) if h} for r in ranks}
+        self.jobs.report(None, follower.ended(left, code, hosts_of_rank),
+                         launcher=LauncherNews(follower.job_id, follower.attempt,
+                                               note=f"mpirun exited with code {code}"))
+        if code not in (0, None) and not left and all(r.exit_code == 0 for r in ranks):
+            self.jobs.launcher_failed(follower.job_id, follower.attempt,
+                                      f"mpirun exited with code {code} although every rank exited 0 (see the log)",
+                                      exit_code=code)
 
 
 def _read_exit(path: Path) -> int | None:

@@ -1,0 +1,149 @@
+"""Reports in: rank output and rank states, from agents and from the mpi launcher alike.
+
+One transaction per report: the lines' counts (which make a resend idempotent), the log's
+committed size, progress parsed from the lines, and the rank states commit together. The lines
+are appended to the log inside it and taken out again if it fails, so a failed commit never
+leaves a line twice; a coordinator killed in between drops them at start-up (Jobs.recover_logs)
+and the sender, never acknowledged, sends them again. Then the changed jobs go through the rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from coordinator.jobs import repository as repo
+from coordinator.jobs import transitions as t
+from shared.progress import ProgressTracker, parse as parse_progress
+from shared.schemas import RankReport
+from shared.status import RankStatus
+
+if TYPE_CHECKING:
+    from coordinator.jobs.lifecycle import Jobs
+
+
+@dataclass
+class LauncherNews:
+    """What a launcher that runs ranks itself (mpi) sends beside its rank report."""
+
+    job_id: str
+    attempt: int
+    state: dict | None = None      # kept as the job's launcher_json: how to find mpirun again
+    lines: list[str] = field(default_factory=list)  # the launcher's own output, logged as [mpirun]
+    note: str | None = None
+
+
+def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: bool = False,
+           launcher: LauncherNews | None = None) -> dict[str, int]:
+    """Store `report` from the agent on `node_id`; node_id None is the launcher of
+    `launcher.job_id`, which speaks for every node of that job. With `complete`, the report's
+    ranks are all the agent has: a rank it ran before and no longer knows is lost."""
+    acked: dict[str, int] = {}
+    changed: set[str] = set()
+    if not (report.output or report.ranks or complete or launcher):
+        return acked
+    logged: dict[str, int] = {}  # job -> its log's size before this report wrote to it
+    with jobs.lock, _logs_undone_on_failure(jobs, logged):
+        with jobs.store.write() as s:
+            if launcher is not None:
+                job = repo.job(s, launcher.job_id)
+                if job is None:
+                    return acked
+                if launcher.note:
+                    jobs.logs.note(job.id, launcher.note)
+                if job.attempt != launcher.attempt:
+                    # The tail of an attempt already given up on: its output is dropped, but its
+                    # ranks' ends still count (they free their nodes).
+                    report = RankReport.model_construct(ranks=report.ranks, output=[])
+                    launcher = LauncherNews(launcher.job_id, launcher.attempt)
+                if launcher.lines:
+                    logged.setdefault(job.id, jobs.logs.size(job.id))
+                    jobs.logs.append(job.id, "mpirun", launcher.lines)
+                if launcher.state is not None:
+                    job.launcher_json = json.dumps(launcher.state)
+                    s.add(job)
+                changed.add(job.id)
+
+            def mine(job_id: str, attempt: int, number: int):
+                rank = repo.rank(s, job_id, attempt, number)
+                if rank is None or (node_id is not None and rank.node_id != node_id) or \
+                        (node_id is None and (launcher is None or job_id != launcher.job_id)):
+                    return None
+                return rank
+
+            for out in report.output:
+                rank = mine(out.job_id, out.attempt, out.rank)
+                if rank is None:
+                    continue
+                if out.seq > rank.lines_stored:  # lines the sender had to drop: keep what came
+                    fresh, rank.lines_stored = out.lines, out.seq
+                else:  # a resend overlaps what is stored: skip the lines already in the log
+                    fresh = out.lines[rank.lines_stored - out.seq:]
+                if fresh:
+                    logged.setdefault(out.job_id, jobs.logs.size(out.job_id))
+                    jobs.logs.append(out.job_id, out.rank, fresh)
+                    _track(jobs, s, out.job_id, out.rank, fresh)
+                    rank.lines_stored += len(fresh)
+                    s.add(rank)
+                    changed.add(out.job_id)
+                acked[f"{out.job_id}/{out.attempt}/{out.rank}"] = rank.lines_stored
+            for job_id in logged:  # committed with the line counts, or not at all
+                job = repo.job(s, job_id)
+                job.log_bytes = jobs.logs.size(job_id)
+                s.add(job)
+            now = time.time()
+            for order, st in enumerate(report.ranks):
+                rank = mine(st.job_id, st.attempt, st.rank)
+                if rank is None or not t.rank_moves(rank.state, st.state):
+                    continue
+                rank.state, rank.pid = st.state, st.pid
+                if st.state in (RankStatus.STARTING, RankStatus.RUNNING) and rank.started_at is None:
+                    rank.started_at = now
+                if st.state == RankStatus.EXITED:
+                    # In report order: the first rank a sender lists as failed is the cause.
+                    rank.exit_code, rank.reason, rank.ended_at = st.exit_code, st.reason, now + order * 1e-6
+                s.add(rank)
+                changed.add(st.job_id)
+            if complete and node_id is not None:
+                have = {(r.job_id, r.attempt, r.rank) for r in report.ranks}
+                for rank in repo.started_on(s, node_id):
+                    if (rank.job_id, rank.attempt, rank.rank) not in have:
+                        rank.state, rank.exit_code, rank.ended_at = RankStatus.EXITED, None, now
+                        rank.reason = "the agent no longer knows this rank (agent restarted?)"
+                        s.add(rank)
+                        changed.add(rank.job_id)
+        for job_id in changed:
+            jobs.handle(job_id, t.RanksChanged())
+    return acked
+
+
+def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> None:
+    """Progress lines among `lines` feed the job's tracker, kept in the job's row."""
+    records = [rec for rec in (parse_progress(line) for line in lines) if rec is not None]
+    if not records:
+        return
+    job = repo.job(s, job_id)
+    tracker = jobs.trackers.get(job_id)
+    if tracker is None:  # the first progress since start-up (or since the job ended): from the row
+        tracker = ProgressTracker.from_dict(json.loads(job.progress_json or "{}"))
+        tracker.label = f"job {job_id}"
+        jobs.trackers[job_id] = tracker
+    for rec in records:
+        tracker.feed(rank, rec)
+    job.progress_json = json.dumps(tracker.to_dict())
+    s.add(job)
+
+
+@contextlib.contextmanager
+def _logs_undone_on_failure(jobs: Jobs, logged: dict[str, int]):
+    """If the transaction that counts freshly logged lines fails, take the lines out of the
+    log again: the sender resends them, and they must not be there twice."""
+    try:
+        yield
+    except BaseException:
+        for job_id, size in logged.items():
+            jobs.logs.rollback(job_id, size)
+        raise

@@ -1,0 +1,266 @@
+"""The job lifecycle's I/O edge: events in, coordinator/jobs/transitions.py decides, effects out.
+
+`Jobs` is the one owner of job and rank state. It holds the jobs lock, which serialises every
+transition (a report, a cancel and a node going down cannot interleave), feeds the pure rules
+the job as stored, and carries out what they decide: rows written, log notes, nodes told their
+orders changed, the mpi launcher asked to stop. Slow work (starting mpirun) happens after the
+lock is released. The other modules here do one step each and are called from this class:
+submission (a new job), placement (pending -> starting), ingest (reports from agents and the mpi
+launcher), orders (what an agent must start and stop), views (what clients read).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from coordinator.joblogs import JobLogs
+from coordinator.jobs import ingest, orders, placement, repository as repo, submission, views
+from coordinator.jobs import transitions as t
+from coordinator.registry import Registry
+from coordinator.store import JobRow, RankRow, Store
+from shared.progress import ProgressTracker
+from shared.schemas import JobDetail, JobOut, JobSpec, RankAssignment, RankReport, RankState, StopOrder
+from shared.status import ACTIVE, TERMINAL, JobStatus, RankStatus
+
+log = logging.getLogger("jupiter.jobs")
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class Launcher:
+    """What the lifecycle asks of a launcher that runs ranks itself (mpi); agents need none."""
+
+    def start(self, job: JobRow, ranks: list[RankRow]) -> None: ...
+    def stop(self, job: JobRow) -> None: ...
+
+
+def job_facts(row: JobRow) -> t.Job:
+    """The stored job as the pure rules see it."""
+    spec = JobSpec.model_validate_json(row.spec_json) if row.spec_json not in ("", "{}") else None
+    return t.Job(status=row.status, attempt=row.attempt, max_restarts=row.max_restarts,
+                 created_at=row.created_at, placed_at=row.placed_at, started_at=row.started_at,
+                 pending_reason=row.pending_reason,
+                 pending_timeout_s=spec.pending_timeout_s if spec else None,
+                 start_timeout_s=spec.start_timeout_s if spec else 60.0,
+                 timeout_s=spec.timeout_s if spec else None)
+
+
+def rank_facts(rows: list[RankRow]) -> list[t.Rank]:
+    return [t.Rank(rank=r.rank, node_name=r.node_name, state=r.state, exit_code=r.exit_code,
+                   reason=r.reason, ended_at=r.ended_at) for r in rows]
+
+
+class Jobs:
+    def __init__(self, store: Store, registry: Registry, logs: JobLogs, *, default_backend: str):
+        self.store = store
+        self.registry = registry
+        self.logs = logs
+        self.default_backend = default_backend
+        self.lock = threading.RLock()
+        self.launchers: dict[str, Launcher] = {}  # backend -> the launcher that runs its ranks
+        self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a node's long-poll
+        self.on_change: Callable[[str], None] = lambda job_id: None         # wakes event streams
+        self._busy: tuple[int, frozenset[str]] = (-1, frozenset())          # (store generation, nodes)
+        self.trackers: dict[str, ProgressTracker] = {}  # job -> its progress, while it runs (ingest.py)
+
+    # ---------------------------------------------------------------- commands from clients
+
+    def submit(self, spec: JobSpec) -> tuple[JobRow, bool]:
+        """Store a new pending job, or return the one already stored under the same key."""
+        return submission.submit(self, spec)
+
+    def cancel(self, job_id: str) -> JobRow:
+        if self.get_row(job_id) is None:
+            raise JobNotFound(job_id)
+        self.handle(job_id, t.Cancel())
+        return self.get_row(job_id)
+
+    # ---------------------------------------------------------------- events
+
+    def schedule(self) -> list[str]:
+        """Place every pending job that fits; returns the ids placed."""
+        return placement.schedule(self)
+
+    def report(self, node_id: str | None, report: RankReport, *, complete: bool = False,
+               launcher: ingest.LauncherNews | None = None) -> dict[str, int]:
+        """Output and rank states from the agent on `node_id` (or from the mpi launcher, which
+        reports like an agent for every node of its job: node_id None)."""
+        return ingest.ingest(self, node_id, report, complete=complete, launcher=launcher)
+
+    def launcher_failed(self, job_id: str, attempt: int, error: str, exit_code: int | None = None) -> None:
+        """A launcher failure no rank is to blame for (mpirun could not start, or exited non-zero
+        although every rank exited 0)."""
+        with self.lock:
+            row = self.get_row(job_id)
+            if row is not None and row.attempt == attempt:
+                self.handle(job_id, t.LauncherFailed(error, exit_code))
+
+    def node_down(self, node_id: str, grace_s: float) -> None:
+        """Every active job with a rank on a node that went silent fails, naming node and rank."""
+        hit: dict[str, RankRow] = {}
+        with self.lock:
+            with self.store.write() as s:
+                now = time.time()
+                for rank, job in repo.live_ranks_on(s, node_id):
+                    rank.state, rank.ended_at = RankStatus.EXITED, now
+                    rank.reason = f"node went down (no heartbeat for {grace_s:g} s)"
+                    s.add(rank)
+                    if job.status not in TERMINAL and rank.attempt == job.attempt:
+                        hit.setdefault(job.id, rank)
+            for job_id, rank in hit.items():
+                self.handle(job_id, t.NodeDown(rank.rank, rank.node_name, grace_s))
+
+    def tick(self) -> None:
+        """Timeouts: pending too long, ranks not started in time, running past timeout_s."""
+        now = time.time()
+        with self.store.read() as s:
+            ids = [j.id for j in repo.unfinished(s)]
+        for job_id in ids:
+            self.handle(job_id, t.Tick(now))
+
+    def handle(self, job_id: str, event: t.Event) -> t.Decision | None:
+        """Decide what `event` does to the job as stored now, and carry it out."""
+        with self.lock:
+            with self.store.read() as s:
+                row = repo.job(s, job_id)
+                if row is None:
+                    return None
+                ranks = repo.ranks(s, job_id, row.attempt)
+            decision = t.decide(job_facts(row), rank_facts(ranks), event)
+            for effect in decision.effects:
+                self._apply(row, effect)
+        self.on_change(job_id)
+        return decision
+
+    # ---------------------------------------------------------------- effects
+
+    def _apply(self, job: JobRow, effect: t.Effect) -> None:
+        match effect:
+            case t.MarkRunning():
+                self._update(job.id, status=JobStatus.RUNNING, started_at=time.time())
+                self.logs.note(job.id, "all ranks running")
+            case t.Finish(status=status, exit_code=code, error=error):
+                self._finish(job, status, code, error)
+            case t.Restart(error=error):
+                self._restart(job, error)
+
+    def _finish(self, job: JobRow, status: str, exit_code: int | None, error: str | None) -> None:
+        now = time.time()
+        with self.store.write() as s:
+            row = repo.job(s, job.id)
+            row.status, row.ended_at, row.exit_code, row.error = status, now, exit_code, error
+            s.add(row)
+            _close_unstarted(s, job.id, now)
+            nodes = repo.nodes_of(s, job.id)
+        self.logs.note(job.id, f"{status}" + (f": {error}" if error else ""))
+        self.trackers.pop(job.id, None)  # per-job caches end with the job (a late line rebuilds it)
+        self._stop_launched(row)
+        for node_id in nodes:
+            self.on_node_orders(node_id)
+
+    def _restart(self, job: JobRow, error: str) -> None:
+        now = time.time()
+        with self.store.write() as s:
+            row = repo.job(s, job.id)
+            attempts = json.loads(row.attempts_json)
+            attempts.append({"attempt": row.attempt, "nodes": json.loads(row.nodes_json), "error": error,
+                             "started_at": row.placed_at, "ended_at": now})
+            row.attempts_json = json.dumps(attempts)
+            row.attempt += 1
+            row.status, row.placed_at, row.nodes_json = JobStatus.PENDING, None, "[]"
+            row.pending_reason = f"restarting (attempt {row.attempt + 1} of {row.max_restarts + 1}) after: {error}"
+            s.add(row)
+            _close_unstarted(s, job.id, now)
+            nodes = repo.nodes_of(s, job.id)
+        self.logs.note(job.id, f"attempt {job.attempt + 1} failed: {error}; restarting "
+                               f"({job.max_restarts - job.attempt} restart(s) left)")
+        self._stop_launched(job)
+        for node_id in nodes:
+            self.on_node_orders(node_id)
+
+    def _stop_launched(self, job: JobRow) -> None:
+        launcher = self.launchers.get(job.backend)
+        if launcher is not None:
+            launcher.stop(job)  # returns at once; the TERM/KILL runs on its own thread
+
+    # ---------------------------------------------------------------- orders for agents
+
+    def orders_for(self, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
+        """What the agent on `node_id` must start and stop, given the ranks it says it has."""
+        return orders.orders_for(self, node_id, reported)
+
+    # ---------------------------------------------------------------- reads
+
+    def busy_nodes(self) -> frozenset[str]:
+        """Nodes holding a rank that has not exited. Read on every node view, so kept until the
+        store next changes (the store's generation counts its writes)."""
+        generation = self.store.generation
+        if self._busy[0] != generation:
+            with self.store.read() as s:
+                self._busy = (generation, frozenset(repo.busy_nodes(s)))
+        return self._busy[1]
+
+    def recover_logs(self) -> None:
+        """At start-up: drop output a previous coordinator wrote to a log but never committed
+        (it was killed in between); the agents and the mpi launcher send it again."""
+        for job in self.list_rows(limit=10_000):
+            if job.log_bytes is not None:
+                dropped = self.logs.rollback(job.id, job.log_bytes)
+                if dropped:
+                    log.info("job %s: %d bytes of output logged but not committed before a restart were "
+                             "dropped; they are sent again", job.id, dropped)
+
+    def _update(self, job_id: str, **values) -> None:
+        with self.store.write() as s:
+            row = repo.job(s, job_id)
+            for k, v in values.items():
+                setattr(row, k, v)
+            s.add(row)
+
+    def get_row(self, job_id: str) -> JobRow | None:
+        with self.store.read() as s:
+            return repo.job(s, job_id)
+
+    def ranks(self, job_id: str, attempt: int | None = None) -> list[RankRow]:
+        """The ranks of one attempt of the job; by default its current one."""
+        with self.store.read() as s:
+            job = repo.job(s, job_id)
+            if job is None:
+                return []
+            return repo.ranks(s, job_id, job.attempt if attempt is None else attempt)
+
+    def list_rows(self, status: str | None = None, limit: int = 200) -> list[JobRow]:
+        with self.store.read() as s:
+            return repo.jobs(s, status=status, limit=limit)
+
+    def view(self, job: JobRow, history: bool = True, env: bool = True) -> JobOut:
+        return views.job_out(job, history=history, env=env)
+
+    def detail(self, job_id: str) -> JobDetail:
+        job = self.get_row(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return views.job_detail(job, self.ranks(job_id))
+
+    def hostfile(self, job_id: str, fmt: str) -> str:
+        job = self.get_row(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        hosts = {n.id: n.host for n in self.registry.list_views()}
+        return views.hostfile(job, self.ranks(job_id), hosts, fmt)
+
+
+def _close_unstarted(s, job_id: str, now: float) -> None:
+    # Ranks no agent ever picked up will never report; close them here.
+    for rank in repo.unstarted(s, job_id):
+        rank.state, rank.reason, rank.ended_at = RankStatus.EXITED, "never started", now
+        s.add(rank)
+
+
+__all__ = ["ACTIVE", "JobNotFound", "Jobs", "Launcher"]

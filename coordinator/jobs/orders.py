@@ -1,0 +1,57 @@
+"""What an agent must start and stop, from the ranks stored for its node and the ranks it says it has.
+
+Orders are a function of the store and the agent's list, so they are recomputed whenever asked
+(the agent's long-poll wakes when the store changes for its node) and never cached.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from coordinator.jobs import repository as repo
+from coordinator.jobs.placement import ring_of
+from coordinator.jobs.submission import stop_grace_of
+from coordinator.store import JobRow, RankRow
+from shared.schemas import JobSpec, RankAssignment, RankState, StopOrder
+from shared.status import ACTIVE, TERMINAL, RankStatus
+
+if TYPE_CHECKING:
+    from coordinator.jobs.lifecycle import Jobs
+
+
+def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
+    have = {(r.job_id, r.attempt, r.rank) for r in reported}
+    running = {(r.job_id, r.attempt) for r in reported if r.state != RankStatus.EXITED}
+    start: list[RankAssignment] = []
+    stop: list[StopOrder] = []
+    with jobs.store.read() as s:
+        rows = repo.orders_view(s, node_id)
+        jobs_here = {job.id: job for _, job in rows}
+        wanted: dict[str, list[RankRow]] = {}
+        for rank, job in rows:
+            # Ranks of agent-launched jobs the agent has not picked up yet (mpi ranks are mpirun's).
+            if job.backend == "ring" and job.status in ACTIVE and rank.attempt == job.attempt \
+                    and rank.state == RankStatus.ASSIGNED and (rank.job_id, rank.attempt, rank.rank) not in have:
+                wanted.setdefault(job.id, []).append(rank)
+        for job_id, mine in wanted.items():
+            job = jobs_here[job_id]
+            start += assignments(job, mine, repo.ranks(s, job_id, job.attempt))
+        for job_id, attempt in sorted(running):
+            job = jobs_here.get(job_id) or repo.job(s, job_id)
+            if job is None or job.status in TERMINAL or attempt != job.attempt:
+                why = "unknown job" if job is None else job.status if job.status in TERMINAL else "an old attempt"
+                stop.append(StopOrder(job_id=job_id, attempt=attempt, reason=why))
+    return start, stop
+
+
+def assignments(job: JobRow, mine: list[RankRow], everyone: list[RankRow]) -> list[RankAssignment]:
+    """The start orders for `mine`, ranks of `job` whose attempt has `everyone`: one ring for all."""
+    spec = JobSpec.model_validate_json(job.spec_json)
+    ring = ring_of(everyone)
+    command = json.loads(job.command_json)
+    return [RankAssignment(job_id=job.id, rank=r.rank, attempt=r.attempt, world_size=job.world_size,
+                           command=command, stop_grace_s=stop_grace_of(spec), env=spec.env,
+                           secret_env=spec.secret_env, backend=job.backend, hostfile=ring,
+                           start_timeout_s=spec.start_timeout_s, local_rank=r.local_rank)
+            for r in sorted(mine, key=lambda r: r.rank)]
