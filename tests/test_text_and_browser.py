@@ -232,7 +232,7 @@ class _Events:
 
 def test_followed_logs_keep_colours_but_no_markup_or_other_sequences(monkeypatch):
     """A rank's output may be coloured; it is never markup, and nothing else reaches the terminal."""
-    import shared.cli as cli
+    from shared.cli import jobs as cli
 
     console, buf = _forced_console()
     monkeypatch.setattr(cli, "console", console)
@@ -248,7 +248,7 @@ def test_followed_logs_keep_colours_but_no_markup_or_other_sequences(monkeypatch
 
 
 def test_training_progress_shows_logs_and_errors_literally(monkeypatch):
-    import shared.cli as cli
+    from shared.cli import training as cli
 
     console, buf = _forced_console()
     monkeypatch.setattr(cli, "err", console)

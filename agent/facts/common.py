@@ -13,7 +13,7 @@ from agent.system import System
 from shared.schemas import GPUInfo, NetInterface, ThunderboltInfo
 from shared.text import plain
 
-# Wire limits from shared/schemas.py. Text from the OS is untrusted in length: a garbled command
+# Wire limits from shared/schemas/nodes.py. Text from the OS is untrusted in length: a garbled command
 # can print a 10 kB "model name", and one over-long string would make the whole NodeFacts invalid.
 SHORT = 256
 PROBLEM_LEN = 1000

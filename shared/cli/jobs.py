@@ -1,0 +1,181 @@
+"""`jupiter jobs`, `submit`, `logs` and `cancel`: any command as a distributed job, followed to
+its end."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from shared.cli.api import admin_client, call
+from shared.cli.output import console, err, fail
+from shared.client import Client
+from shared.status import TERMINAL
+from shared.text import ansi, cell, markup, plain
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(jobs)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(submit)
+    app.command()(logs)
+    app.command()(cancel)
+
+
+def job_table(rows) -> Table:
+    t = Table(title="Jobs", title_justify="left")
+    for col in ("id", "name", "status", "backend", "ranks", "nodes", "created", "progress", "error"):
+        t.add_column(col, overflow="fold")
+    colours = {"pending": "yellow", "starting": "cyan", "running": "cyan", "succeeded": "green",
+               "failed": "red", "cancelled": "magenta"}
+    for j in rows:
+        prog = ""
+        if j.progress.get("step") is not None:
+            prog = f"{j.progress['step']}/{j.progress.get('total_steps') or '?'}"
+            if j.progress.get("loss") is not None:
+                prog += f" loss {j.progress['loss']:.4g}"
+        t.add_row(cell(j.id), cell(j.name), f"[{colours.get(j.status, 'white')}]{j.status}[/]", cell(j.backend),
+                  str(j.world_size), cell(",".join(j.nodes)), j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                  cell(prog, empty=""), cell(j.error or j.pending_reason, empty=""))
+    return t
+
+
+def jobs(status: Optional[str] = typer.Option(None, help="Only jobs with this status."),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Table of jobs, newest first."""
+    with admin_client() as c:
+        rows = call(lambda: c.jobs(status))
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in rows], indent=2))
+        return
+    console.print(job_table(rows))
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env {pair!r}: use KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
+    """Stream a job's events until it ends; returns the exit code the CLI should exit with."""
+    import httpx
+
+    status = None
+    try:
+        for event, data in c.events(job_id):
+            if event == "log" and show_logs:
+                # A rank's own output: its colours kept, other escape sequences dropped, no markup.
+                console.print(ansi(data), highlight=False, soft_wrap=True)
+            elif event == "status" and data["status"] != status and data["status"] not in TERMINAL:
+                status = data["status"]
+                extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
+                err.print(f"[bold]{markup(job_id)}[/] {markup(status)}{markup(extra)}", highlight=False,
+                          soft_wrap=True)
+            elif event == "end":
+                colour = "green" if data["status"] == "succeeded" else "red"
+                err.print(f"[bold {colour}]{markup(job_id)} {markup(data['status'])}[/]"
+                          + (f": {markup(data['error'])}" if data.get("error") else ""),
+                          highlight=False, soft_wrap=True)
+                return 0 if data["status"] == "succeeded" else (data.get("exit_code") or 1)
+    except httpx.TransportError as exc:
+        fail(f"lost the coordinator while following {job_id} ({type(exc).__name__}); the job may still run")
+    return 1
+
+
+def on_interrupt(c: Client, job_id: str) -> None:
+    """Ctrl-C while following a job: ask whether to cancel it, else say how to find it again."""
+    if sys.stdin.isatty() and typer.confirm(f"\ncancel job {job_id}?", default=False):
+        c.cancel(job_id)
+        err.print(f"{job_id} cancelled")
+    else:
+        err.print(f"\n{job_id} keeps running; follow it with `jupiter logs {job_id} -f`, stop it with "
+                  f"`jupiter cancel {job_id}`")
+
+
+def submit(
+    command: list[str] = typer.Argument(..., help="The command after --, as an argv list."),
+    name: str = typer.Option("job", help="Job name."),
+    nodes: Optional[int] = typer.Option(None, min=1, help="How many nodes (default 1, or the number of --node)."),
+    node: list[str] = typer.Option([], "--node", help="Run on exactly these nodes, in rank order (repeatable)."),
+    processes_per_node: int = typer.Option(1, "--processes-per-node", "--ppn", min=1),
+    backend: Optional[str] = typer.Option(None, help="ring | mpi (default: cluster.yaml's backend)."),
+    env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for every rank (repeatable)."),
+    secret_env: list[str] = typer.Option([], "--secret-env", help=(
+        "NAME: pass this variable of your own environment to every rank as a secret, never shown back "
+        "by the API (repeatable; the value never appears on a command line).")),
+    role: list[str] = typer.Option([], "--role", help="Eligible node roles (repeatable)."),
+    min_memory_gb: float = typer.Option(0, min=0),
+    timeout: Optional[float] = typer.Option(None, help="Fail the job after this many seconds running."),
+    idempotency_key: Optional[str] = typer.Option(None),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Print the job id and return at once."),
+) -> None:
+    """Submit any command as a distributed job and follow it to the end: jupiter submit -- python train.py"""
+    spec = {"name": name, "command": command, "processes_per_node": processes_per_node, "env": _parse_env(env),
+            "min_memory_gb": min_memory_gb}
+    if node:
+        spec["node_names"] = node
+    if nodes is not None:
+        spec["nodes"] = nodes
+    for key, value in (("backend", backend), ("timeout_s", timeout), ("idempotency_key", idempotency_key)):
+        if value is not None:
+            spec[key] = value
+    if role:
+        spec["roles"] = role
+    if secret_env:
+        missing = [k for k in secret_env if k not in os.environ]
+        if missing:
+            fail(f"--secret-env {', '.join(missing)}: not set in this shell's environment "
+                 f"(export it first; the value is read from there, never from the command line)")
+        spec["secret_env"] = {k: os.environ[k] for k in secret_env}
+    with admin_client() as c:
+        job = call(lambda: c.submit(spec))
+        if detach:
+            print(job.id)
+            return
+        err.print(f"submitted [bold]{job.id}[/] ({job.world_size} rank(s), {job.backend})", highlight=False)
+        try:
+            code = follow(c, job.id)
+        except KeyboardInterrupt:
+            on_interrupt(c, job.id)
+            code = 130
+    raise typer.Exit(code)
+
+
+def logs(job_id: str = typer.Argument(..., help="Job id."),
+         follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends.")) -> None:
+    """Print a job's log (every line prefixed [RANK])."""
+    import time as _time
+
+    with admin_client() as c:
+        offset = 0
+        while True:
+            text, offset_next = call(lambda: c.logs(job_id, offset))
+            if text:
+                # Ranks' colours pass; any other escape sequence a node sent is dropped.
+                sys.stdout.write(plain(text, multiline=True, keep_colour=True))
+                sys.stdout.flush()
+            offset = offset_next
+            if not follow_:
+                return
+            if not text:
+                job = call(lambda: c.job(job_id))
+                if job.status in TERMINAL:
+                    text, _ = call(lambda: c.logs(job_id, offset))
+                    sys.stdout.write(plain(text, multiline=True, keep_colour=True))
+                    raise typer.Exit(0 if job.status == "succeeded" else 1)
+                _time.sleep(0.5)
+
+
+def cancel(job_id: str = typer.Argument(..., help="Job id.")) -> None:
+    """Stop every rank of a job (TERM, then KILL after a grace). Safe to repeat."""
+    with admin_client() as c:
+        job = call(lambda: c.cancel(job_id))
+    console.print(f"{job.id} {job.status}")

@@ -1,0 +1,133 @@
+"""Jobs on the wire: the job request (docs/jobs.md) and the views of jobs clients read."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.rankenv import RANK_VARS
+from shared.schemas.common import NodeName, Role, Wire
+
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by Jupiter for every rank; a job may not override them.
+RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", *sorted(RANK_VARS))
+JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
+Backend = Literal["ring", "mpi", "jaccl"]
+Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
+EnvValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00]*$")]
+
+
+class JobSpec(Wire):
+    """A job request (docs/jobs.md). Give `command` (an argv list, never a shell string) or `domain`
+    (the built-in trainer)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "demo", "command": ["python", "train.py", "--lr", "3e-4"], "nodes": 2, "node_names": None,
+         "processes_per_node": 1, "backend": "ring", "env": {"SEED": "1"}, "roles": ["trainer", "hybrid"],
+         "min_memory_gb": 0, "timeout_s": None, "idempotency_key": "demo-2026-12-01"}]})
+
+    name: NodeName = Field("job", examples=["demo"])
+    command: list[Arg] | None = Field(None, min_length=1, max_length=1024,
+                                      examples=[["python", "-c", "print('hello from a rank')"]])
+    domain: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
+        None, description="Built-in trainer on config/domains/<domain>.yaml instead of a command.")
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    preset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = Field(
+        None, description="Model size for the built-in trainer: micro, tiny, small, base, 1b.")
+    steps: int | None = Field(None, ge=1, le=10_000_000, description="Built-in trainer: stop after this many steps.")
+    nodes: int = Field(1, ge=1, le=256, description="How many nodes to place the job on.")
+    node_names: list[NodeName] | None = Field(None, max_length=256,
+                                              description="Exactly these nodes, in this rank order.")
+    processes_per_node: int = Field(1, ge=1, le=64)
+    backend: Backend | None = Field(None, description="Default: cluster.yaml's backend.")
+    env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
+        default_factory=dict, max_length=256, examples=[{"KEY": "value"}])
+    secret_env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
+        default_factory=dict, max_length=256, examples=[{"API_KEY": "..."}],
+        description="Like env, but never shown back: no API answer, log or page carries its values.")
+    roles: list[Role] | None = Field(None, max_length=4, description="Eligible node roles; null: any.")
+    min_memory_gb: float = Field(0, ge=0, le=1 << 20)
+    timeout_s: float | None = Field(None, gt=0, le=30 * 86400, description="Fail the job after this long running.")
+    pending_timeout_s: float | None = Field(None, gt=0, le=30 * 86400,
+                                            description="Fail the job if it cannot be placed within this long.")
+    start_timeout_s: float = Field(60, gt=0, le=3600, description="All ranks must start within this long.")
+    max_restarts: int | None = Field(None, ge=0, le=20, description=(
+        "Relaunch after a failed rank or node, on the remaining eligible nodes. Default: 2 for the "
+        "built-in trainer when cluster.yaml has auto_restart_failed_nodes, else 0."))
+    idempotency_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobSpec":
+        if (self.command is None) == (self.domain is None):
+            raise ValueError("give exactly one of command (an argv list) or domain (the built-in trainer)")
+        if self.command is not None and (self.epochs or self.preset or self.steps):
+            raise ValueError("epochs, preset and steps are for the built-in trainer (domain), not a command")
+        for field_name, values in (("env", self.env), ("secret_env", self.secret_env)):
+            bad = sorted(k for k in values if k in RESERVED_ENV)
+            if bad:
+                raise ValueError(f"{field_name}: {', '.join(bad)} is set by Jupiter for every rank and cannot be "
+                                 f"overridden")
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise ValueError(f"secret_env: {', '.join(both)} is also in env; give each name in one of them")
+        if self.node_names is not None:
+            if len(set(self.node_names)) != len(self.node_names):
+                raise ValueError("node_names: a node may appear only once")
+            if "nodes" not in self.model_fields_set:
+                self.nodes = len(self.node_names)
+            elif self.nodes != len(self.node_names):
+                raise ValueError(f"nodes is {self.nodes} but node_names lists {len(self.node_names)}")
+        if self.nodes * self.processes_per_node > 4096:
+            raise ValueError("nodes x processes_per_node is over 4096 ranks")
+        return self
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    nodes: list[str]
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+
+
+class LossPoint(BaseModel):
+    step: int | None
+    loss: float
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: JobStatus
+    backend: str
+    world_size: int
+    nodes: list[str] = Field(..., description="Node names in rank order (empty while pending).")
+    command: list[str]
+    env: dict[str, str] | None = Field(None, description="The job's env; in the job itself (GET /jobs/{id}), "
+                                                          "left out of lists. secret_env is never shown.")
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    error: str | None = Field(None, description="A sentence: which rank on which node, and why.")
+    pending_reason: str | None = None
+    progress: dict = Field(default_factory=dict, description="Latest JUPITER_PROGRESS values.")
+    loss_history: list[LossPoint] = Field(default_factory=list)
+    idempotency_key: str | None = None
+    attempt: int = Field(0, description="0 for the first run; n after n automatic restarts.")
+    attempts: list[AttemptOut] = Field(default_factory=list, description="Earlier attempts that failed.")
+
+
+class RankOut(BaseModel):
+    rank: int
+    node: str
+    state: str
+    exit_code: int | None
+    reason: str | None
+
+
+class JobDetail(JobOut):
+    ranks: list[RankOut] = Field(default_factory=list)
