@@ -1,0 +1,44 @@
+"""The collectives a run needs besides the gradient all-reduce: rank 0's values to every rank
+(built from `all_sum`, the one collective every MLX backend has), and telling a lost peer from
+other errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_map
+
+# What MLX's ring and MPI backends say when a peer process or its connection is gone.
+PEER_LOST = re.compile(r"peer|connection|socket|closed|\[ring\]|\[mpi\]|\bmpi\b", re.IGNORECASE)
+
+_CHUNK = 1 << 24  # tokens per all_sum while shipping the stream
+
+
+def is_peer_loss(exc: BaseException, world: int) -> bool:
+    return world > 1 and isinstance(exc, RuntimeError) and bool(PEER_LOST.search(str(exc)))
+
+
+def broadcast_tree(tree: Any, group: mx.distributed.Group, rank: int) -> Any:
+    """Rank 0's values of `tree` on every rank (all_sum of rank 0's arrays and zeros elsewhere)."""
+    res = tree_map(lambda v: mx.distributed.all_sum(v if rank == 0 else mx.zeros_like(v), group=group), tree)
+    mx.eval(res)
+    return res  # the same nesting and key order as `tree` (reductions over the tree keep their order)
+
+
+def broadcast_ints(values: list[int], group: mx.distributed.Group, rank: int) -> list[int]:
+    x = mx.array(values if rank == 0 else [0] * len(values), dtype=mx.int64)
+    return [int(v) for v in mx.distributed.all_sum(x, group=group).tolist()]
+
+
+def broadcast_tokens(tokens: mx.array | None, n: int, group: mx.distributed.Group, rank: int) -> mx.array:
+    """Rank 0's `n` uint16 tokens on every rank, in chunks (others pass None)."""
+    parts = []
+    for start in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - start)
+        part = tokens[start:start + m] if rank == 0 else mx.zeros((m,), dtype=mx.uint16)
+        part = mx.distributed.all_sum(part, group=group)
+        mx.eval(part)
+        parts.append(part)
+    return mx.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else mx.zeros((0,), mx.uint16))
