@@ -69,6 +69,7 @@ class Agent:
         self.runner = RankRunner(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.python, cfg.name)
         self._local = threading.local()
         self._ssl = None  # how the coordinator is verified, settled at first contact
+        self._reported = False  # whether a report (the first is `complete`) has gone through
 
     # ------------------------------------------------------------------ facts
 
@@ -88,8 +89,7 @@ class Agent:
         # Send the full facts only when something beyond the cheap fields changed.
         stable = self.facts.model_dump_json(exclude={"memory_available_gb"})
         full = self.facts if stable != self._sent_facts_json else None
-        return HeartbeatRequest(instance=self.instance, facts=full, memory_available_gb=mem, thunderbolt=tb,
-                                ranks=self.runner.states()), stable
+        return HeartbeatRequest(instance=self.instance, facts=full, memory_available_gb=mem, thunderbolt=tb), stable
 
     # ------------------------------------------------------------------ protocol
 
@@ -163,7 +163,6 @@ class Agent:
         if body.facts is not None:
             self._sent_facts_json = stable
         self.interval = resp.heartbeat_interval_s
-        self.apply(resp)
 
     def apply(self, orders: HeartbeatResponse) -> None:
         for a in orders.start:
@@ -206,13 +205,17 @@ class Agent:
                 self.stop_event.wait(self._backoff(failures))
 
     def _report_once(self, last_states=None):
-        """Send pending output and rank states; returns the states sent (None if nothing to send)."""
+        """Send pending output and rank states; returns the states sent (None if nothing to send).
+        Until one report has gone through, reports are `complete`: this agent is new, and the
+        coordinator learns that ranks an earlier agent ran here and it does not list are gone."""
         enr = self.enrolment
         states = self.runner.states()
-        if enr is None or (not self.runner.pending() and states == last_states):
+        if enr is None or (self._reported and not self.runner.pending() and states == last_states):
             return None
-        ack = self._node_client().report(enr.node_id, RankReport(ranks=states, output=self.runner.output()))
+        report = RankReport(ranks=states, output=self.runner.output(), complete=not self._reported)
+        ack = self._node_client().report(enr.node_id, report)
         self.runner.ack(ack.acked)
+        self._reported = True
         return states
 
     def _report_loop(self) -> None:

@@ -55,34 +55,32 @@ def register(body: RegisterRequest, reg: RegistryDep, request: Request, grant: J
 @router.put("/{node_id}/heartbeat", response_model=HeartbeatResponse, dependencies=[NodeAuth],
             responses={404: {"model": ErrorOut}})
 def heartbeat(node_id: NodeId, body: HeartbeatRequest, reg: RegistryDep, request: Request) -> HeartbeatResponse:
-    """Say the node is alive, with fresh facts (full or the cheap part) and every rank it holds;
-    the answer says which ranks to start and which jobs to stop."""
+    """Say the node is alive, with fresh facts (full or the cheap part). Liveness only: rank
+    states go up in reports and orders come down the long-poll, so the answer carries no orders."""
     try:
         came_back, restarted = reg.heartbeat(node_id, body)
     except NotFound:
         raise _missing(node_id) from None
-    jobs = request.app.state.jobs
-    if body.ranks or restarted:
-        jobs.report(node_id, RankReport(ranks=body.ranks), complete=restarted)
+    if restarted and "ranks" in body.model_fields_set:
+        # An agent of an earlier version lists its ranks here: after its restart, this is the
+        # one place it says which ranks it still has.
+        request.app.state.jobs.report(node_id, RankReport(ranks=body.ranks), complete=True)
     if came_back:
         request.app.state.wake_scheduler()
-    start, stop = jobs.orders_for(node_id, body.ranks)
-    return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop)
+    return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s)
 
 
 @router.post("/{node_id}/orders", response_model=HeartbeatResponse, dependencies=[NodeAuth],
              responses={404: {"model": ErrorOut}})
 async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request: Request) -> HeartbeatResponse:
-    """Long-poll for work: answers at once when there are ranks to start or jobs to stop,
-    otherwise as soon as there are, or after `wait_s`. This is how a job starts within
-    moments of its nodes being free rather than a heartbeat later."""
+    """Long-poll for work, the one way orders come down: answers at once when there are ranks to
+    start or jobs to stop, otherwise as soon as there are, or after `wait_s`. This is how a job
+    starts within moments of its nodes being free rather than a heartbeat later."""
     if reg.store.get_node(node_id) is None:
         raise _missing(node_id)
     jobs = request.app.state.jobs
     wake = request.app.state.node_orders.subscribe(node_id)
     try:
-        if body.ranks:
-            await run_in_threadpool(jobs.report, node_id, RankReport(ranks=body.ranks))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + body.wait_s
         while True:
@@ -102,10 +100,10 @@ async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request
 @router.post("/{node_id}/report", response_model=RankReportAck, dependencies=[NodeAuth],
              responses={404: {"model": ErrorOut}})
 def report(node_id: NodeId, body: RankReport, reg: RegistryDep, request: Request) -> RankReportAck:
-    """Rank output (numbered lines) and rank state changes from the agent that runs them."""
+    """The one way rank states and output (numbered lines) go up from the agent that runs them."""
     if reg.store.get_node(node_id) is None:
         raise _missing(node_id)
-    acked = request.app.state.jobs.report(node_id, body)
+    acked = request.app.state.jobs.report(node_id, body, complete=body.complete)
     return RankReportAck(acked=acked)
 
 

@@ -43,6 +43,7 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
     ranks are all the agent has: a rank it ran before and no longer knows is lost."""
     acked: dict[str, int] = {}
     changed: set[str] = set()
+    complete = complete or report.complete
     if not (report.output or report.ranks or complete or launcher):
         return acked
     logged: dict[str, int] = {}  # job -> its log's size before this report wrote to it
@@ -109,7 +110,8 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                 changed.add(st.job_id)
             if complete and node_id is not None:
                 have = {(r.job_id, r.attempt, r.rank) for r in report.ranks}
-                for rank in repo.started_on(s, node_id):
+                # Only ranks the agent itself starts: an mpi rank is mpirun's, not the agent's.
+                for rank in repo.started_on(s, node_id, jobs.launchers):
                     if (rank.job_id, rank.attempt, rank.rank) not in have:
                         rank.state, rank.exit_code, rank.ended_at = RankStatus.EXITED, None, now
                         rank.reason = "the agent no longer knows this rank (agent restarted?)"

@@ -197,6 +197,7 @@ class Jobs:
 
     # ---------------------------------------------------------------- reads
 
+
     def busy_nodes(self) -> frozenset[str]:
         """Nodes holding a rank that has not exited. Read on every node view, so kept until the
         store next changes (the store's generation counts its writes)."""

@@ -30,8 +30,8 @@ def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]) -> tuple[lis
         jobs_here = {job.id: job for _, job in rows}
         wanted: dict[str, list[RankRow]] = {}
         for rank, job in rows:
-            # Ranks of agent-launched jobs the agent has not picked up yet (mpi ranks are mpirun's).
-            if job.backend == "ring" and job.status in ACTIVE and rank.attempt == job.attempt \
+            # Ranks the agent starts (not those a launcher here starts, e.g. mpirun) and has not yet.
+            if job.backend not in jobs.launchers and job.status in ACTIVE and rank.attempt == job.attempt \
                     and rank.state == RankStatus.ASSIGNED and (rank.job_id, rank.attempt, rank.rank) not in have:
                 wanted.setdefault(job.id, []).append(rank)
         for job_id, mine in wanted.items():

@@ -81,9 +81,11 @@ def live_ranks_on(s: Session, node_id: str) -> list[tuple[RankRow, JobRow]]:
                        .where(RankRow.node_id == node_id).where(RankRow.state != RankStatus.EXITED)))
 
 
-def started_on(s: Session, node_id: str) -> list[RankRow]:
-    """The node's ranks an agent has picked up and not reported ended."""
-    return list(s.exec(select(RankRow).where(RankRow.node_id == node_id)
+def started_on(s: Session, node_id: str, launched_elsewhere: Iterable[str]) -> list[RankRow]:
+    """The node's ranks its agent has picked up and not reported ended (not those of backends
+    `launched_elsewhere`, whose ranks a launcher on the coordinator starts)."""
+    return list(s.exec(select(RankRow).join(JobRow, JobRow.id == RankRow.job_id)
+                       .where(RankRow.node_id == node_id).where(JobRow.backend.notin_(tuple(launched_elsewhere)))
                        .where(RankRow.state.in_((RankStatus.STARTING, RankStatus.RUNNING)))))
 
 

@@ -294,3 +294,17 @@ def test_an_idempotent_resubmission_returns_the_stored_job(cluster):
     first, created = cluster.jobs.submit(spec)
     again, created_again = cluster.jobs.submit(spec)
     assert created and not created_again and again.id == first.id
+
+
+def test_a_new_agents_complete_report_does_not_touch_ranks_a_launcher_runs(cluster):
+    class Quiet:
+        def start(self, job, ranks): ...
+        def stop(self, job): ...
+
+    cluster.jobs.launchers["mpi"] = Quiet()
+    job = cluster.submit(nodes=2, backend="mpi")
+    cluster.jobs.schedule()
+    states = [RankState(job_id=job, rank=r, state="running") for r in (0, 1)]
+    cluster.jobs.report(None, RankReport(ranks=states), launcher=LauncherNews(job, 0))
+    cluster.jobs.report(cluster.node["a"], RankReport(), complete=True)  # the agent knows no mpi rank
+    assert cluster.status(job) == "running"
