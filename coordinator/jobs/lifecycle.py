@@ -5,20 +5,22 @@ transition (a report, a cancel and a node going down cannot interleave), feeds t
 the job as stored, and carries out what they decide: rows written, log notes, nodes told their
 orders changed, the mpi launcher asked to stop. Slow work (starting mpirun) happens after the
 lock is released. The other modules here do one step each and are called from this class:
-submission (a new job), placement (pending -> starting), ingest (reports from agents and the mpi
-launcher), orders (what an agent must start and stop), views (what clients read).
+placement (pending -> starting), ingest (reports from agents and the mpi launcher), orders (what
+an agent must start and stop), views (what clients read); spec.py reads a job spec.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
 
 from coordinator.joblogs import JobLogs
-from coordinator.jobs import ingest, orders, placement, repository as repo, submission, views
+from coordinator.jobs import ingest, orders, placement, repository as repo, views
+from coordinator.jobs.spec import SpecConflict, check, command_of, max_restarts_for, spec_hash
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
 from coordinator.store import JobRow, RankRow, Store
@@ -72,8 +74,29 @@ class Jobs:
     # ---------------------------------------------------------------- commands from clients
 
     def submit(self, spec: JobSpec) -> tuple[JobRow, bool]:
-        """Store a new pending job, or return the one already stored under the same key."""
-        return submission.submit(self, spec)
+        """Store a new pending job, or return the one already stored under the same key (a
+        SpecConflict when its spec differs). SpecRejected names the field this coordinator refuses."""
+        config = self.registry.config
+        backend = spec.backend or self.default_backend
+        check(spec, backend, {n.name for n in self.registry.list_views()})
+        digest = spec_hash(spec)
+        with self.lock, self.store.write() as s:
+            if spec.idempotency_key:
+                old = repo.by_idempotency_key(s, spec.idempotency_key)
+                if old is not None:
+                    if old.spec_hash != digest:
+                        raise SpecConflict(f"idempotency_key {spec.idempotency_key!r} was used for a "
+                                           f"different job ({old.id})")
+                    return old, False
+            row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status=JobStatus.PENDING, backend=backend,
+                         world_size=spec.nodes * spec.processes_per_node, spec_json=spec.model_dump_json(),
+                         command_json=json.dumps(command_of(spec, config)), idempotency_key=spec.idempotency_key,
+                         spec_hash=digest, pending_reason="waiting for the scheduler",
+                         max_restarts=max_restarts_for(spec, config))
+            s.add(row)
+        self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}")
+        self.on_change(row.id)  # wakes the scheduler too
+        return row, True
 
     def cancel(self, job_id: str) -> JobRow:
         if self.get_row(job_id) is None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from coordinator.jobs import repository as repo
 from coordinator.jobs.placement import ring_of
-from coordinator.jobs.submission import stop_grace_of
+from coordinator.jobs.spec import stop_grace_of
 from coordinator.store import JobRow, RankRow
 from shared.schemas import JobSpec, RankAssignment, RankState, StopOrder
 from shared.status import ACTIVE, TERMINAL, RankStatus

@@ -1,25 +1,15 @@
-"""A new job: the spec checked against what this coordinator can run, stored as `pending` once.
-
-A spec that validates as JSON but cannot run here is refused with a message naming the field;
-a resubmission under the same idempotency_key returns the stored job, or is a conflict when the
-spec differs.
+"""A job spec as this coordinator reads it: what it refuses (naming the field), the command it
+runs, its digest (for idempotent resubmission), its restarts and stop grace. Pure functions;
+Jobs.submit (lifecycle.py) stores the job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-from typing import TYPE_CHECKING
 
 from coordinator import trainer_jobs
-from coordinator.jobs import repository as repo
-from coordinator.store import JobRow
 from shared.schemas import JobSpec
-from shared.status import JobStatus
-
-if TYPE_CHECKING:
-    from coordinator.jobs.lifecycle import Jobs
 
 DEFAULT_STOP_GRACE_S = 5.0
 
@@ -69,27 +59,3 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
     for name in spec.node_names or []:
         if name not in known_nodes:
             raise SpecRejected(f"node_names: no node named {name!r}")
-
-
-def submit(jobs: Jobs, spec: JobSpec) -> tuple[JobRow, bool]:
-    config = jobs.registry.config
-    backend = spec.backend or jobs.default_backend
-    check(spec, backend, {n.name for n in jobs.registry.list_views()})
-    digest = spec_hash(spec)
-    with jobs.lock, jobs.store.write() as s:
-        if spec.idempotency_key:
-            old = repo.by_idempotency_key(s, spec.idempotency_key)
-            if old is not None:
-                if old.spec_hash != digest:
-                    raise SpecConflict(f"idempotency_key {spec.idempotency_key!r} was used for a "
-                                       f"different job ({old.id})")
-                return old, False
-        row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status=JobStatus.PENDING, backend=backend,
-                     world_size=spec.nodes * spec.processes_per_node, spec_json=spec.model_dump_json(),
-                     command_json=json.dumps(command_of(spec, config)), idempotency_key=spec.idempotency_key,
-                     spec_hash=digest, pending_reason="waiting for the scheduler",
-                     max_restarts=max_restarts_for(spec, config))
-        s.add(row)
-    jobs.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}")
-    jobs.on_change(row.id)
-    return row, True
