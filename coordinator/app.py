@@ -227,10 +227,11 @@ async def _scheduler_loop(jobs: Jobs, wake: asyncio.Event) -> None:
     """Place pending jobs the moment something changes (a submit, a job ending, a node joining),
     and at least once a second for the timeouts."""
     while True:
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=1.0)
-        except asyncio.TimeoutError:
-            pass
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the wake-up comes,
+        # and the loop then outlived the lifespan that cancelled it (the coordinator never exited).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await wake.wait()
         wake.clear()
         try:
             await asyncio.to_thread(jobs.schedule)
@@ -277,4 +278,5 @@ def serve(settings: Settings) -> None:
     # keep-alive well past the heartbeat interval: at 5 s both, an idle connection could close mid-request
     httpserver.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                    timeout_keep_alive=max(75, int(3 * settings.heartbeat_interval_s)),
-                   header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections, **ssl)
+                   header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections,
+                   on_exit=app.state.node_orders.close, **ssl)

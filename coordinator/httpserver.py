@@ -37,6 +37,7 @@ import logging
 import ssl
 from asyncio import sslproto
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -378,9 +379,19 @@ def make_config(app: Any, *, host: str, port: int, ssl_certfile: str | None = No
 
 def run(app: Any, *, host: str, port: int, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
         header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
-        timeout_keep_alive: int = 5, log_level: str = "warning", **uvicorn_kwargs: Any) -> None:
-    """Serve `app` until told to stop (SIGINT/SIGTERM), like uvicorn.run, bounded."""
+        timeout_keep_alive: int = 5, log_level: str = "warning", on_exit: Callable[[], None] | None = None,
+        **uvicorn_kwargs: Any) -> None:
+    """Serve `app` until told to stop (SIGINT/SIGTERM), like uvicorn.run, bounded. `on_exit` runs
+    when the stop is asked for, before uvicorn waits for open requests: long-polls answer then,
+    instead of holding the exit up for their whole wait."""
     config, _ = make_config(app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                             header_timeout_s=header_timeout_s, max_connections=max_connections,
                             timeout_keep_alive=timeout_keep_alive, log_level=log_level, **uvicorn_kwargs)
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if on_exit is not None:
+                on_exit()
+
+    Server(config).run()

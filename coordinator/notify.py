@@ -14,6 +14,7 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._lock = threading.Lock()
+        self.closed = False  # the server is stopping: waiters answer now rather than hold it up
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -37,3 +38,12 @@ class Notifier:
             return
         for ev in events:
             self._loop.call_soon_threadsafe(ev.set)
+
+    def close(self) -> None:
+        """Wake every waiter for good (safe from a signal handler or any thread)."""
+        self.closed = True
+        with self._lock:
+            events = [ev for evs in self._subs.values() for ev in evs]
+        if self._loop is not None and not self._loop.is_closed():
+            for ev in events:
+                self._loop.call_soon_threadsafe(ev.set)

@@ -99,3 +99,19 @@ def test_unwritable_state_dir_is_a_clear_error_without_flooding(coordinator, age
     assert ag.log().count("cannot run") == 1
     with coordinator.client() as c:
         assert c.nodes() == []  # it never called the coordinator
+
+
+def test_a_coordinator_told_to_stop_does_not_wait_for_agents_long_polls(tmp_path, agents):
+    """Each agent holds an orders long-poll open for up to 20 s; SIGTERM answers them at once,
+    so the coordinator is gone in moments, not after the longest wait."""
+    coord = CoordinatorProcess(tmp_path / "leader", heartbeat_interval=0.5, down_after=5.0).start()
+    try:
+        agents(coord, "a1")
+        wait_for(lambda: ready_names(coord) == ["a1"], timeout=60, what="a1 ready")
+        time.sleep(1.0)  # its long-poll is waiting now
+        t0 = time.monotonic()
+        coord.proc.send_signal(signal.SIGTERM)
+        coord.proc.wait(timeout=15)
+        assert time.monotonic() - t0 < 5, "the coordinator waited for an agent's long-poll"
+    finally:
+        coord.stop()

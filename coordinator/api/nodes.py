@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -87,12 +88,12 @@ async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request
             wake.clear()
             start, stop = await run_in_threadpool(jobs.orders_for, node_id, body.ranks)
             left = deadline - loop.time()
-            if start or stop or left <= 0 or await request.is_disconnected():
+            if start or stop or left <= 0 or request.app.state.node_orders.closed or await request.is_disconnected():
                 return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop)
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=min(left, 5.0))
-            except asyncio.TimeoutError:
-                pass
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that lands with a wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 5.0)):
+                    await wake.wait()
     finally:
         request.app.state.node_orders.unsubscribe(node_id, wake)
 
