@@ -1,9 +1,8 @@
 """The dashboard at GET /: its files, and the page itself in headless Chromium against a live cluster.
 
-The browser test drives Chromium over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
-NUL-separated JSON on file descriptors 3 and 4), so it needs no Python package beyond the standard
-library, and only ever loads http://127.0.0.1 URLs. Chromium is the Debian package `chromium`
-(`make system-deps` installs it as root); without it the browser test skips and says so.
+The browser tests drive Chromium with Playwright (the `playwright` package) and only ever load
+http://127.0.0.1 URLs. The Chromium is the Debian package `chromium` (`make system-deps` installs
+it as root), never one `playwright install` downloads; without it the browser tests skip and say so.
 
 The cluster is real: a coordinator, two agents (a1, a2) and a two-rank job on them that reports
 progress. Beside them, four Mac Studios registered through the API with the facts of
@@ -13,21 +12,17 @@ give the topology graph and the problem list something to show.
 
 from __future__ import annotations
 
-import base64
-import fcntl
 import json
 import os
-import queue
 import re
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from tests.harness import REPO, AgentProcess, CoordinatorProcess, wait_for, registration
 
@@ -46,12 +41,28 @@ def test_page_and_its_files_are_open_and_load_nothing_from_elsewhere(coordinator
     assert "default-src 'none'" in page.headers["content-security-policy"]
     for src in re.findall(r'(?:src|href)="([^"]+)"', page.text):
         assert src.startswith(("/static/", "/docs", "#", "data:")), src
-    js = httpx.get(coordinator.url + "/static/dashboard.js", timeout=5)
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script type="module" src="/static/main.js">']
+    # The entry module and every module it imports, served as JavaScript (a browser runs a module
+    # only then); each import names a file of this folder, and every .js shipped is one of them.
+    modules: dict[str, str] = {}
+    todo = ["main.js"]
+    while todo:
+        name = todo.pop()
+        if name in modules:
+            continue
+        js = httpx.get(coordinator.url + "/static/" + name, timeout=5)
+        assert js.status_code == 200, name
+        assert js.headers["content-type"].startswith("text/javascript"), (name, js.headers["content-type"])
+        assert "import(" not in js.text, name
+        modules[name] = js.text
+        for spec in re.findall(r"""\b(?:from|import)\s*['"]([^'"]+)['"]""", js.text):
+            assert re.fullmatch(r"\./[a-z]+\.js", spec), (name, spec)
+            todo.append(spec[2:])
+    assert set(modules) == {p.name for p in DASHBOARD.glob("*.js")}, sorted(modules)
     css = httpx.get(coordinator.url + "/static/dashboard.css", timeout=5)
-    assert js.status_code == css.status_code == 200
-    assert js.headers["content-type"].startswith("text/javascript")
+    assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
-    for text in (page.text, js.text, css.text):
+    for text in (page.text, *modules.values(), css.text):
         # Nothing from the internet: the only URL is the SVG namespace, which is a name, not a fetch.
         assert re.findall(r"https?://[^\s'\"`)]+", text.replace("http://www.w3.org/2000/svg", "")) == []
         assert "@import" not in text
@@ -86,14 +97,14 @@ def test_the_static_files_ship_with_the_package():
         assert ext in globs, f"{ext} missing from [tool.setuptools.package-data]"
     # Every file the dashboard serves matches one of them, in a package setuptools finds.
     served = sorted(p.name for p in DASHBOARD.iterdir() if p.is_file() and p.suffix != ".py")
-    assert {"index.html", "dashboard.js", "dashboard.css"} <= set(served), served
+    assert {"index.html", "main.js", "dashboard.css"} <= set(served), served
     assert all(any(fnmatch.fnmatch(name, g) for g in globs) for name in served), (served, globs)
     assert any(fnmatch.fnmatch("coordinator.dashboard", pattern)
                for pattern in setuptools["packages"]["find"]["include"]), setuptools["packages"]
     assert (DASHBOARD / "__init__.py").exists()
 
 
-# --------------------------------------------------------------------------- a browser on a pipe
+# --------------------------------------------------------------------------- a browser
 
 def chromium_binary() -> str | None:
     for cand in (os.environ.get("JUPITER_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
@@ -103,168 +114,73 @@ def chromium_binary() -> str | None:
     return None
 
 
-QUIET_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-extensions", "--disable-default-apps", "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection", "--disable-breakpad", "--no-pings", "--metrics-recording-only",
-    "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
-    "--password-store=basic", "--use-mock-keychain", "--disable-dev-shm-usage", "--mute-audio",
-    "--hide-scrollbars", "--force-device-scale-factor=1", "--lang=en-US",
-]
-
-
 class Browser:
-    """Headless Chromium, driven by DevTools protocol messages on a pipe."""
+    """Headless Chromium driven by Playwright: one page, its script errors and Content-Security-Policy
+    refusals collected, and every URL it requests. The Chromium is the one given (Debian's), never
+    one Playwright downloads."""
 
-    def __init__(self, binary: str, width: int = 1400, height: int = 1000, log_path: Path | None = None):
-        self.profile = tempfile.mkdtemp(prefix="jupiter-chromium-")
-        self.log_path = log_path or Path(self.profile) / "chromium.log"
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-        # Out of the way, so bash can put them on 3 and 4 whatever numbers os.pipe() handed out
-        # (dash cannot redirect descriptors above 9, hence bash).
-        hi_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
-        hi_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
-        for fd in (to_browser_r, from_browser_w):
-            os.close(fd)
-        argv = [binary, *QUIET_FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-                "--remote-debugging-pipe", "about:blank"]
-        self.stderr = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$@" 3<&{hi_r} 4>&{hi_w} {hi_r}<&- {hi_w}>&-', "bash", *argv],
-            pass_fds=(hi_r, hi_w), stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
-            start_new_session=True)
-        os.close(hi_r)
-        os.close(hi_w)
-        self._next = 0
-        self._answers: dict[int, queue.Queue] = {}
-        self._lock = threading.Lock()
-        self.events: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.session = None
+    def __init__(self, binary: str, width: int = 1400, height: int = 1000):
+        self.binary = binary
         self.width, self.height = width, height
+        self.requests: list[str] = []
+        self._problems: list[str] = []
+        self._playwright = self._browser = self.page = None
 
-    def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self._from_browser, 1 << 16)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                if "id" in msg:
-                    with self._lock:
-                        box = self._answers.get(msg["id"])
-                    if box is not None:
-                        box.put(msg)
-                else:
-                    self.events.append(msg)
-
-    def send(self, method: str, params: dict | None = None, *, session: bool = True, timeout: float = 15) -> dict:
-        with self._lock:
-            self._next += 1
-            mid = self._next
-            box = self._answers[mid] = queue.Queue()
-        msg = {"id": mid, "method": method, "params": params or {}}
-        if session and self.session:
-            msg["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
+    def attach(self) -> Browser:
+        self._playwright = sync_playwright().start()
         try:
-            answer = box.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"chromium did not answer {method} in {timeout}s") from None
-        finally:
-            with self._lock:
-                self._answers.pop(mid, None)
-        if "error" in answer:
-            raise AssertionError(f"{method}: {answer['error']}")
-        return answer.get("result", {})
-
-    def attach(self) -> "Browser":
-        try:
-            targets = wait_for(lambda: [t for t in self.send("Target.getTargets", session=False)["targetInfos"]
-                                        if t["type"] == "page"], timeout=15, what="a chromium page")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nchromium's output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
-        self.session = self.send("Target.attachToTarget", {"targetId": targets[0]["targetId"], "flatten": True},
-                                 session=False)["sessionId"]
-        for method in ("Page.enable", "Runtime.enable", "Log.enable"):
-            self.send(method)
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+            self._browser = self._playwright.chromium.launch(executable_path=self.binary, args=["--no-sandbox"])
+            self.page = self._browser.new_page(viewport={"width": self.width, "height": self.height},
+                                               device_scale_factor=1, locale="en-US")
+        except Exception:
+            self.close()
+            raise
+        self.page.set_default_timeout(15_000)
+        self.page.on("pageerror", lambda exc: self._problems.append(f"{exc.name}: {exc.message}\n{exc.stack}"[:500]))
+        self.page.on("console", self._console)
+        self.page.on("request", lambda request: self.requests.append(request.url))
         return self
+
+    def _console(self, msg) -> None:
+        # A refusal by the page's policy, or a module the browser would not run (wrong MIME type,
+        # missing file): both leave the page half-working without throwing in it.
+        if "Content Security Policy" in msg.text or "module script" in msg.text:
+            self._problems.append(msg.text)
 
     def goto(self, url: str) -> None:
         assert url.startswith(("http://127.0.0.1:", "about:blank")), url  # nothing beyond this machine
-        self.send("Page.navigate", {"url": url})
-        wait_for(lambda: self.js("document.readyState") == "complete", timeout=15, what=f"{url} loaded")
+        self.page.goto(url, wait_until="load")
 
     def js(self, expression: str):
-        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        if "exceptionDetails" in res:
-            raise AssertionError(f"{expression!r} threw: {res['exceptionDetails']}")
-        return res["result"].get("value")
+        return self.page.evaluate(expression)
 
     def wait_js(self, expression: str, timeout: float = 15, what: str | None = None):
+        # Polled from here, not page.wait_for_function: that evaluates a string inside the page,
+        # which a page whose policy forbids eval (the dashboard, the docs) refuses.
         return wait_for(lambda: self.js(expression), timeout=timeout, every=0.1, what=what or expression)
 
     def click(self, selector: str) -> None:
         """A real mouse click (press, then release 80 ms later) in the middle of the element."""
-        box = self.js(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
-            if (!e) return null; e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();
-            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
-        assert box, f"nothing matches {selector}"
-        for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
-                                                   "clickCount": 1})
-            time.sleep(0.08)
+        self.page.click(selector, delay=80)
 
     def screenshot(self, path: Path) -> None:
         self.js("window.scrollTo(0, 0); new Promise(r => requestAnimationFrame(() => r(true)))")
-        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        shot = self.send("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": self.width, "height": max(self.height, size["height"]), "scale": 1}})
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        self.page.screenshot(path=path, full_page=True)
 
     def problems(self) -> list[str]:
         """Script exceptions and Content-Security-Policy refusals seen so far."""
-        found = []
-        for ev in self.events:
-            if ev.get("method") == "Runtime.exceptionThrown":
-                found.append(json.dumps(ev["params"]["exceptionDetails"])[:500])
-            elif ev.get("method") == "Log.entryAdded" and "Content Security Policy" in ev["params"]["entry"]["text"]:
-                found.append(ev["params"]["entry"]["text"])
-        return found
+        self.js("true")  # events reach Python only while it talks to the browser: collect those pending
+        return list(self._problems)
 
     def close(self) -> None:
         try:
-            if self.proc.poll() is None:
-                try:
-                    self.send("Browser.close", session=False, timeout=5)
-                except (AssertionError, OSError):
-                    pass
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.proc.pid, 9)
-                    self.proc.wait()
+            if self._browser is not None:
+                self._browser.close()
         finally:
-            for fd in (self._to_browser, self._from_browser):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.stderr.close()
-            shutil.rmtree(self.profile, ignore_errors=True)
+            if self._playwright is not None:
+                self._playwright.stop()
+            self._playwright = self._browser = self.page = None
 
 
 # --------------------------------------------------------------------------- cluster scenery
@@ -367,7 +283,7 @@ def browser(tmp_path):
     if binary is None:
         pytest.skip("no Chromium: install the Debian package `chromium` (make system-deps does it as root) "
                     "or point JUPITER_CHROMIUM at a Chromium binary")
-    b = Browser(binary, log_path=tmp_path / "chromium.log")
+    b = Browser(binary)
     try:
         yield b.attach()
     finally:
@@ -500,7 +416,6 @@ def test_dashboard_live_in_chromium(tmp_path, browser):
 def test_the_api_docs_page_works_with_no_internet(coordinator, browser):
     """/docs is Swagger UI served by the coordinator itself: every operation is listed, one can be
     tried from the page, and nothing is fetched from anywhere but the coordinator."""
-    browser.send("Network.enable")
     browser.goto(coordinator.url + "/docs")
     operations = sum(len(ops) for ops in httpx.get(coordinator.url + "/openapi.json", timeout=5).json()["paths"].values())
     browser.wait_js(f"document.querySelectorAll('.opblock').length === {operations}", what="every operation listed")
@@ -517,6 +432,6 @@ def test_the_api_docs_page_works_with_no_internet(coordinator, browser):
                     " || {}).textContent?.trim() === '200'", what="the 200 shown in the page")
     body = browser.js("document.querySelector('.opblock.is-open .live-responses-table tr.response code').textContent")
     assert json.loads(body)["status"] == "ok"
-    fetched = [ev["params"]["request"]["url"] for ev in browser.events if ev.get("method") == "Network.requestWillBeSent"]
+    fetched = browser.requests
     assert fetched and all(u.startswith(coordinator.url + "/") or u.startswith("data:") for u in fetched), fetched
     assert browser.problems() == []

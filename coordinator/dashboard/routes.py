@@ -1,8 +1,8 @@
-"""`GET /` and `GET /static/{name}`: the dashboard's three static files, open to anyone.
+"""`GET /` and `GET /static/{name}`: the dashboard's page, stylesheet and script modules, open to anyone.
 
 The files hold no data and no secret; the page asks for the admin token and then calls the API
-with `Authorization: Bearer`, like any other client. Only the files named here are served, so no
-path ever reaches the filesystem from the request.
+with `Authorization: Bearer`, like any other client. Only the files listed in FILES (read from this
+folder once, at import) are served, so no path ever reaches the filesystem from the request.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from fastapi.responses import FileResponse
 
 HERE = Path(__file__).resolve().parent
 
+# Browsers run a module script only when it is served as JavaScript (text/javascript).
+MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 FILES: dict[str, tuple[str, str]] = {
-    "dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    p.name: (p.name, MEDIA[p.suffix]) for p in sorted(HERE.iterdir()) if p.is_file() and p.suffix in MEDIA
 }
 
-# The page loads only its own two files; nothing from elsewhere, no inline script.
+# The page loads only its own files; nothing from elsewhere, no inline script.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -36,7 +37,7 @@ def index() -> FileResponse:
 
 @router.get("/static/{name}", include_in_schema=False)
 def static(name: str) -> FileResponse:
-    """One of the page's own files (`dashboard.js`, `dashboard.css`)."""
+    """One of the page's own files (`dashboard.css`, `main.js` and the modules it imports)."""
     entry = FILES.get(name)
     if entry is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no static file {name!r}")
