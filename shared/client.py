@@ -5,12 +5,14 @@ The CLI, the agents, the tests and the benchmarks all talk to the coordinator th
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 from shared.paths import DEFAULT_URL, jupiter_home, read_secret
 from shared.tlspin import context_for, fetch_pinned_ca, is_https
@@ -223,20 +225,19 @@ class Client:
 
     def events(self, job_id: str):
         """Yield (event, data) from the job's Server-Sent Events stream until it ends."""
-        import json as _json
-
-        with self._http.stream("GET", f"/jobs/{job_id}/events", timeout=httpx.Timeout(10, read=None)) as resp:
+        # No read timeout: a stream is as quiet as its job between events (a pending job's for
+        # hours), and a coordinator from before the pings sends nothing at all meanwhile.
+        with connect_sse(self._http, "GET", f"/jobs/{job_id}/events",
+                         timeout=httpx.Timeout(10, read=None)) as source:
+            resp = source.response
             if resp.status_code >= 400:
                 resp.read()
-                raise ApiError(resp.status_code, resp.json().get("detail", resp.text))
-            event, data = None, []
-            for line in resp.iter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif line == "" and event:
-                    yield event, _json.loads("\n".join(data)) if data else None
-                    if event == "end":
-                        return
-                    event, data = None, []
+                try:
+                    detail = resp.json().get("detail", resp.text)
+                except ValueError:
+                    detail = resp.text
+                raise ApiError(resp.status_code, detail, _retry_after(resp))
+            for sse in source.iter_sse():
+                yield sse.event, json.loads(sse.data) if sse.data else None
+                if sse.event == "end":
+                    return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -251,17 +252,59 @@ def test_events_stream_progress_and_logs_and_ends(cluster):
         assert done.progress["step"] == 20 and done.progress["total_steps"] == 20
         assert done.loss_history[0].step == 1 and done.loss_history[-1].loss == pytest.approx(0.5)
         assert len(done.loss_history) == 20
-        # Progress lines are tracked, not shown as log text twice; ordinary lines are kept.
+        # Progress lines are tracked and kept in the stored log; ordinary lines are kept.
         text = log_of(c, job.id)
         assert "JUPITER_PROGRESS" in text and EXPECTED in text
-        # Each rank printed one line per step (20 each): each is in the log exactly once, and so
-        # in the stream's log events; so is each rank's ordinary line.
+        # Each rank printed one line per step (20 each): each is in the stored log exactly once.
         every_step = sorted((rank, step) for rank in (0, 1) for step in range(1, 21))
+        shown = sorted((int(line[1:line.index("]")]), json.loads(line.split("JUPITER_PROGRESS ", 1)[1])["step"])
+                       for line in text.splitlines() if "JUPITER_PROGRESS" in line)
+        assert shown == every_step, shown
+        # Progress reaches the stream once, as `progress` events: none of its log events is a
+        # progress line. Each rank's ordinary line is in the log and in the stream, once each.
+        assert not [line for line in logs if "JUPITER_PROGRESS" in line]
+        assert [d for e, d in events if e == "progress"][-1]["step"] == 20
         for where, lines in (("log", text.splitlines()), ("events", logs)):
-            shown = sorted((int(line[1:line.index("]")]), json.loads(line.split("JUPITER_PROGRESS ", 1)[1])["step"])
-                           for line in lines if "JUPITER_PROGRESS" in line)
-            assert shown == every_step, (where, shown)
             assert sum(EXPECTED in line for line in lines) == 2, (where, lines)
+
+
+QUOTED_PROGRESS = ("print('JUPITER_PROGRESS {\"step\": 7, \"loss\": 1.5}'); print('JUPITER_PROGRESS {\"step\": 8');"
+                   " print('  JUPITER_PROGRESS {\"step\": 9}'); print('done')")
+
+
+def test_events_stream_leaves_out_only_well_formed_progress_lines(cluster):
+    """The stream drops exactly the lines the tracker took as progress; a garbled or indented one
+    is ordinary log text (docs/progress.md) and stays a `log` event. The stored log keeps all."""
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", "-c", QUOTED_PROGRESS], "nodes": 1, "backend": "ring"})
+        events = list(c.events(job.id))
+        logs = [d for e, d in events if e == "log"]
+        assert [d["step"] for e, d in events if e == "progress"] == [7]
+        assert '[0] JUPITER_PROGRESS {"step": 8' in logs and '[0]   JUPITER_PROGRESS {"step": 9}' in logs
+        assert "[0] done" in logs and not any('"step": 7' in line for line in logs)
+        assert '[0] JUPITER_PROGRESS {"step": 7, "loss": 1.5}' in log_of(c, job.id).splitlines()
+
+
+def test_an_open_stream_does_not_hold_up_the_coordinator_stopping(tmp_path):
+    """SIGTERM with a stream open on a job that will not end soon: the stream is closed cleanly
+    (a whole chunked body) and the coordinator exits promptly, not when the job ends."""
+    coord = CoordinatorProcess(tmp_path / "leader").start()  # no agents: the job stays pending
+    try:
+        with coord.client() as c:
+            job = c.submit({"command": ["python", "-c", "pass"], "nodes": 1})
+            stream = c.events(job.id)
+            first = next(stream)
+            assert first[0] == "status" and first[1]["status"] == "pending"
+            started = time.monotonic()
+            coord.proc.send_signal(signal.SIGTERM)
+            rest = [e for e, _ in stream]  # ends without a transport error, and without an `end`
+            assert "end" not in rest and set(rest) <= {"log", "status"}, rest
+            coord.proc.wait(timeout=8)
+            assert time.monotonic() - started < 5
+    finally:
+        coord.kill()
+    assert "Waiting for connections to close" not in coord.log_path.read_text()
 
 
 def test_logs_by_offset(cluster):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from coordinator.api.deps import Admin
 from coordinator.jobs import JobNotFound, Jobs, SpecConflict, SpecRejected
+from shared.progress import parse as parse_progress
 from shared.schemas import TERMINAL, ErrorOut, JobDetail, JobOut, JobSpec, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Admin],
@@ -105,19 +109,51 @@ def cancel(job_id: JobId, jobs: JobsDep) -> JobOut:
         raise _missing(job_id) from None
 
 
-def _sse(event: str, data) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+# Lines end in a bare "\n", as this stream always did: a script that splits it on blank lines
+# keeps working.
+_SSE_SEP = "\n"
+_RANK_PREFIX = re.compile(r"\[\d+\] ")  # how JobLogs starts a rank's line (a note's is "[jupiter] ")
+
+
+def _sse(event: str, data) -> ServerSentEvent:
+    # ASCII-only JSON on one line: no character in it can end an SSE line for any parser.
+    return ServerSentEvent(json.dumps(data, separators=(",", ":")), event=event, sep=_SSE_SEP)
+
+
+def _is_progress_line(line: str) -> bool:
+    """A rank's well-formed progress line: it reaches the stream as a `progress` event, so it is not
+    sent again as log text (docs/progress.md)."""
+    m = _RANK_PREFIX.match(line)
+    return m is not None and parse_progress(line[m.end():]) is not None
+
+
+def _log_events(data: bytes, progress_lines: bool = False):
+    """The stream's `log` events for a run of whole log lines, progress lines left out unless asked for."""
+    for line in data.decode("utf-8", "replace").removesuffix("\n").split("\n"):
+        if progress_lines or not _is_progress_line(line):
+            # Split further exactly as this stream always split the log text (str.splitlines).
+            for part in (line + "\n").splitlines():
+                yield _sse("log", part)
 
 
 @router.get("/{job_id}/events", responses={404: {"model": ErrorOut}, 200: {"content": {"text/event-stream": {}}}})
-async def events(job_id: JobId, request: Request, jobs: JobsDep) -> StreamingResponse:
+async def events(job_id: JobId, request: Request, jobs: JobsDep,
+                 progress_lines: Annotated[bool, Query(description=(
+                     "Also send ranks' progress lines as `log` lines, raw as stored (the dashboard's "
+                     "'show progress lines'). By default progress reaches the client once, as `progress` "
+                     "events."))] = False) -> EventSourceResponse:
     """Server-Sent Events: `status`, `progress` and `log` as they happen, then `end`, then the
-    stream closes."""
+    stream closes. Progress lines come as `progress` events only, not as `log` lines, unless
+    `progress_lines` asks for them."""
     if await run_in_threadpool(jobs.get_row, job_id) is None:
         raise _missing(job_id)
-    changes: asyncio.Event = request.app.state.job_events.subscribe(job_id)
+    notifier = request.app.state.job_events
 
     async def stream():
+        # Subscribed in here, not in the route: a HEAD request never runs the generator, so its
+        # finally would never drop a subscription made outside. EventSourceResponse cancels the
+        # generator when the client leaves or the server shuts down (the finally runs then too).
+        changes: asyncio.Event = notifier.subscribe(job_id)
         offset, last_status, last_progress = 0, None, None
         try:
             while True:
@@ -135,19 +171,17 @@ async def events(job_id: JobId, request: Request, jobs: JobsDep) -> StreamingRes
                     if not data:
                         break
                     offset = nxt
-                    for line in data.decode("utf-8", "replace").splitlines():
-                        yield _sse("log", line)
+                    for event in _log_events(data, progress_lines):
+                        yield event
                 if job.status in TERMINAL:
                     yield _sse("end", {"status": job.status, "exit_code": job.exit_code, "error": job.error})
                     return
-                if await request.is_disconnected():
-                    return
-                try:
-                    await asyncio.wait_for(changes.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
-                    pass
+                # A missed wake-up costs at most a second. Not asyncio.wait_for: on Python 3.11 it
+                # can swallow the cancel that ends this stream when it lands with a wake-up.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await changes.wait()
         finally:
-            request.app.state.job_events.unsubscribe(job_id, changes)
+            notifier.unsubscribe(job_id, changes)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(stream(), sep=_SSE_SEP, headers={"Cache-Control": "no-cache"})

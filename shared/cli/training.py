@@ -74,7 +74,7 @@ def follow_training(c: Client, job_id: str) -> int:
                                loss=f"{data['loss']:.4f}" if isinstance(data.get("loss"), (int, float)) else "-",
                                tps=f"{data['tokens_per_s']:,.0f}" if data.get("tokens_per_s") else "-",
                                eta=f"{data['eta_s']:.0f}s" if isinstance(data.get("eta_s"), (int, float)) else "-")
-                elif event == "log" and " JUPITER_PROGRESS " not in data and not data.endswith("JUPITER_PROGRESS"):
+                elif event == "log":
                     if data.startswith(("[jupiter]", "[0] [train]")) or "Error" in data or "error" in data:
                         bar.console.print(ansi(data), highlight=False, soft_wrap=True)
                 elif event == "end":
