@@ -1,7 +1,7 @@
 """`jupiter coordinator`: run the coordinator daemon.
 
 Registered into the `jupiter` command through the `jupiter.commands` entry point (pyproject.toml),
-so shared/cli.py never imports coordinator/. The daemon's own modules are imported when the
+so shared/cli/ never imports coordinator/. The daemon's own modules are imported when the
 command runs, so a client-only machine never loads them.
 """
 
