@@ -7,9 +7,9 @@ import re
 from typing import get_args
 
 from coordinator import metrics
+from coordinator.dashboard.routes import GENERATED
 from shared import schemas
 from shared.status import ACTIVE, TERMINAL, JobStatus, NodeStatus, RankStatus
-from tests.harness import REPO
 
 
 def test_the_wire_schema_lists_exactly_the_status_words():
@@ -27,7 +27,7 @@ def test_terminal_and_active_split_the_job_statuses():
 
 def test_metrics_and_the_dashboard_know_every_status():
     assert set(metrics.STATUSES) == set(NodeStatus) and set(metrics.JOB_STATUSES) == set(JobStatus)
-    js = (REPO / "coordinator" / "dashboard" / "status.js").read_text()
+    js = GENERATED["status.js"]  # served as /static/status.js
     listed = re.search(r"const STATUSES = \[([^\]]*)\]", js).group(1)
     assert set(re.findall(r"'([a-z]+)'", listed)) == set(NodeStatus)
     terminal = re.search(r"const TERMINAL = new Set\(\[([^\]]*)\]\)", js).group(1)

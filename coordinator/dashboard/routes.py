@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
+
+from shared.status import TERMINAL, JobStatus, NodeStatus
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,6 +21,22 @@ MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf
 FILES: dict[str, tuple[str, str]] = {
     p.name: (p.name, MEDIA[p.suffix]) for p in sorted(HERE.iterdir()) if p.is_file() and p.suffix in MEDIA
 }
+
+
+
+def status_module() -> str:
+    """status.js, made from shared/status.py: the status words the page must know, defined once.
+    The server sends each node's and job's status as a plain word and the page shows it as it
+    comes; these lists only order the summary tile, catch a word the page does not know (drawn
+    as down), and tell which jobs can no longer be cancelled."""
+    nodes = ", ".join(f"'{s}'" for s in NodeStatus)
+    terminal = ", ".join(f"'{s}'" for s in JobStatus if s in TERMINAL)
+    return ("// Made by the coordinator from shared/status.py (coordinator/dashboard/routes.py).\n"
+            f"export const STATUSES = [{nodes}];\n"
+            f"export const TERMINAL = new Set([{terminal}]);\n")
+
+
+GENERATED: dict[str, str] = {"status.js": status_module()}
 
 # The page loads only its own files; nothing from elsewhere, no inline script.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -36,8 +54,10 @@ def index() -> FileResponse:
 
 
 @router.get("/static/{name}", include_in_schema=False)
-def static(name: str) -> FileResponse:
+def static(name: str) -> Response:
     """One of the page's own files (`dashboard.css`, `main.js` and the modules it imports)."""
+    if name in GENERATED:
+        return Response(GENERATED[name], media_type=MEDIA[".js"], headers=HEADERS)
     entry = FILES.get(name)
     if entry is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no static file {name!r}")
