@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, or_, text
+from sqlalchemy import JSON, Column, and_, bindparam, func, or_, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
@@ -88,9 +88,10 @@ class JobRow(SQLModel, table=True):
     status: str = Field(index=True)
     backend: str
     world_size: int
-    spec_json: str
-    command_json: str
-    nodes_json: str = "[]"          # node names in rank order, once placed
+    # JSON columns (SQLite keeps them as text under their old *_json names, so no migration).
+    spec: dict = Field(sa_column=Column("spec_json", JSON, nullable=False))         # the JobSpec as submitted
+    command: list = Field(sa_column=Column("command_json", JSON, nullable=False))   # the argv every rank runs
+    nodes: list = Field(default_factory=list, sa_column=Column("nodes_json", JSON, nullable=False))  # names in rank order
     idempotency_key: str | None = Field(default=None, index=True, unique=True)
     spec_hash: str
     created_at: float = Field(default_factory=time.time, index=True)
@@ -100,11 +101,12 @@ class JobRow(SQLModel, table=True):
     exit_code: int | None = None
     error: str | None = None
     pending_reason: str | None = None
-    progress_json: str = "{}"       # shared.progress.ProgressTracker.to_dict()
+    progress: dict = Field(default_factory=dict, sa_column=Column("progress_json", JSON, nullable=False))  # ProgressTracker.to_dict()
     attempt: int = 0                # restarts so far; ranks of earlier attempts are kept
     max_restarts: int = 0
-    attempts_json: str = "[]"       # one entry per failed attempt: nodes, error, times
-    launcher_json: str | None = None  # what the launcher needs to find its process again (mpi)
+    # One entry per failed attempt (nodes, error, times); what a launcher needs to find its process again (mpi).
+    attempts: list = Field(default_factory=list, sa_column=Column("attempts_json", JSON, nullable=False))
+    launcher: dict | None = Field(default=None, sa_column=Column("launcher_json", JSON, nullable=True))
     # The log's size when its stored line counts were last committed: 0 for a new job (nothing of
     # its ranks' output counted yet), null for a job from before this column (not known).
     log_bytes: int | None = 0

@@ -54,7 +54,7 @@ def test_a_new_job_whose_first_output_was_never_committed_is_rolled_back_at_star
                     logs, default_backend="ring")
         with store.write() as s:
             s.add(JobRow(id="j-00000000aa", name="job", status="running", backend="ring", world_size=2,
-                         spec_json="{}", command_json="[]", spec_hash="x"))
+                         spec={}, command=[], spec_hash="x"))
         logs.note("j-00000000aa", "all ranks running")
         logs.append("j-00000000aa", 1, ["rank 1 line, never counted"])
         jobs.recover_logs()

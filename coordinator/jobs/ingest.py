@@ -10,7 +10,6 @@ and the sender, never acknowledged, sends them again. Then the changed jobs go t
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -64,7 +63,7 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                     logged.setdefault(job.id, jobs.logs.size(job.id))
                     jobs.logs.append(job.id, "mpirun", launcher.lines)
                 if launcher.state is not None:
-                    job.launcher_json = json.dumps(launcher.state)
+                    job.launcher = launcher.state
                     s.add(job)
                 changed.add(job.id)
 
@@ -130,12 +129,12 @@ def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> None:
     job = repo.job(s, job_id)
     tracker = jobs.trackers.get(job_id)
     if tracker is None:  # the first progress since start-up (or since the job ended): from the row
-        tracker = ProgressTracker.from_dict(json.loads(job.progress_json or "{}"))
+        tracker = ProgressTracker.from_dict(job.progress or {})
         tracker.label = f"job {job_id}"
         jobs.trackers[job_id] = tracker
     for rec in records:
         tracker.feed(rank, rec)
-    job.progress_json = json.dumps(tracker.to_dict())
+    job.progress = tracker.to_dict()
     s.add(job)
 
 

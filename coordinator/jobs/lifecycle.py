@@ -11,7 +11,6 @@ an agent must start and stop), views (what clients read); spec.py reads a job sp
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -44,7 +43,7 @@ class Launcher:
 
 def job_facts(row: JobRow) -> t.Job:
     """The stored job as the pure rules see it."""
-    spec = JobSpec.model_validate_json(row.spec_json) if row.spec_json not in ("", "{}") else None
+    spec = JobSpec.model_validate(row.spec) if row.spec else None
     return t.Job(status=row.status, attempt=row.attempt, max_restarts=row.max_restarts,
                  created_at=row.created_at, placed_at=row.placed_at, started_at=row.started_at,
                  pending_reason=row.pending_reason,
@@ -89,8 +88,8 @@ class Jobs:
                                            f"different job ({old.id})")
                     return old, False
             row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status=JobStatus.PENDING, backend=backend,
-                         world_size=spec.nodes * spec.processes_per_node, spec_json=spec.model_dump_json(),
-                         command_json=json.dumps(command_of(spec, config)), idempotency_key=spec.idempotency_key,
+                         world_size=spec.nodes * spec.processes_per_node, spec=spec.model_dump(mode="json"),
+                         command=command_of(spec, config), idempotency_key=spec.idempotency_key,
                          spec_hash=digest, pending_reason="waiting for the scheduler",
                          max_restarts=max_restarts_for(spec, config))
             s.add(row)
@@ -191,12 +190,10 @@ class Jobs:
         now = time.time()
         with self.store.write() as s:
             row = repo.job(s, job.id)
-            attempts = json.loads(row.attempts_json)
-            attempts.append({"attempt": row.attempt, "nodes": json.loads(row.nodes_json), "error": error,
-                             "started_at": row.placed_at, "ended_at": now})
-            row.attempts_json = json.dumps(attempts)
+            row.attempts = [*row.attempts, {"attempt": row.attempt, "nodes": row.nodes, "error": error,
+                                            "started_at": row.placed_at, "ended_at": now}]
             row.attempt += 1
-            row.status, row.placed_at, row.nodes_json = JobStatus.PENDING, None, "[]"
+            row.status, row.placed_at, row.nodes = JobStatus.PENDING, None, []
             row.pending_reason = f"restarting (attempt {row.attempt + 1} of {row.max_restarts + 1}) after: {error}"
             s.add(row)
             _close_unstarted(s, job.id, now)

@@ -6,7 +6,6 @@ Orders are a function of the store and the agent's list, so they are recomputed 
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from coordinator.jobs import repository as repo
@@ -47,9 +46,9 @@ def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]) -> tuple[lis
 
 def assignments(job: JobRow, mine: list[RankRow], everyone: list[RankRow]) -> list[RankAssignment]:
     """The start orders for `mine`, ranks of `job` whose attempt has `everyone`: one ring for all."""
-    spec = JobSpec.model_validate_json(job.spec_json)
+    spec = JobSpec.model_validate(job.spec)
     ring = ring_of(everyone)
-    command = json.loads(job.command_json)
+    command = list(job.command)
     return [RankAssignment(job_id=job.id, rank=r.rank, attempt=r.attempt, world_size=job.world_size,
                            command=command, stop_grace_s=stop_grace_of(spec), env=spec.env,
                            secret_env=spec.secret_env, backend=job.backend, hostfile=ring,

@@ -7,7 +7,6 @@ launcher once the jobs lock is released (starting mpirun takes a while).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
@@ -60,7 +59,7 @@ def schedule(jobs: Jobs) -> list[str]:
         held: set[str] = set()  # nodes kept for the oldest job that waits only for busy nodes
         holder: str | None = None
         for job in pending:
-            spec = JobSpec.model_validate_json(job.spec_json)
+            spec = JobSpec.model_validate(job.spec)
             result = place(spec, job.backend, views, config, jobs.busy_nodes() | held, interfaces,
                            prefer_rank0=_previous_rank0(jobs, job))
             if isinstance(result, Unplaceable):
@@ -108,7 +107,7 @@ def _start(jobs: Jobs, job: JobRow, spec: JobSpec, placement: Placement) -> list
     with jobs.store.write() as s:
         row = repo.job(s, job.id)
         row.status, row.placed_at, row.pending_reason = JobStatus.STARTING, time.time(), None
-        row.nodes_json = json.dumps(names)
+        row.nodes = names
         s.add(row)
         for r in ranks:
             s.add(r)

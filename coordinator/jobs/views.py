@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 from coordinator.store import JobRow, RankRow
@@ -22,12 +21,11 @@ def utc(ts: float | None) -> datetime | None:
 def job_out(job: JobRow, *, history: bool = True, env: bool = True) -> JobOut:
     """The job as clients see it. `env=False` (lists) leaves the job's env out; secret_env is
     never in any view."""
-    spec = JobSpec.model_validate_json(job.spec_json)
-    prog = json.loads(job.progress_json or "{}")
-    tracker = ProgressTracker.from_dict(prog) if prog else ProgressTracker()
+    spec = JobSpec.model_validate(job.spec)
+    tracker = ProgressTracker.from_dict(job.progress) if job.progress else ProgressTracker()
     return JobOut(
         id=job.id, name=job.name, status=job.status, backend=job.backend, world_size=job.world_size,
-        nodes=json.loads(job.nodes_json), command=json.loads(job.command_json) or [],
+        nodes=list(job.nodes), command=list(job.command or []),
         env=dict(spec.env) if env else None,
         created_at=utc(job.created_at), started_at=utc(job.started_at), ended_at=utc(job.ended_at),
         exit_code=job.exit_code, error=job.error, pending_reason=job.pending_reason,
@@ -36,7 +34,7 @@ def job_out(job: JobRow, *, history: bool = True, env: bool = True) -> JobOut:
         idempotency_key=job.idempotency_key, attempt=job.attempt,
         attempts=[AttemptOut(attempt=a["attempt"], nodes=a["nodes"], error=a["error"],
                              started_at=utc(a["started_at"]), ended_at=utc(a["ended_at"]))
-                  for a in json.loads(job.attempts_json or "[]")])
+                  for a in job.attempts or []])
 
 
 def job_detail(job: JobRow, ranks: list[RankRow]) -> JobDetail:

@@ -15,7 +15,6 @@ and each rank runs in a folder of its host's temp dir, not below $JUPITER_HOME.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -107,7 +106,7 @@ def build_argv(job: JobRow, spec: JobSpec, ranks: list[RankRow], hosts: dict[str
             argv += ["--mca", "btl_tcp_if_include", pin_interface, "--mca", "oob_tcp_if_include", pin_interface]
     for key in sorted(exported):
         argv += ["-x", key]
-    command = list(json.loads(job.command_json))
+    command = list(job.command)
     if command[0] in ("python", "python3"):
         command[0] = python
     # The shim keeps these names (values travel in the environment) and drops the rest of what
@@ -130,7 +129,7 @@ class MpiLauncher:
     # ------------------------------------------------------------------ start / stop
 
     def start(self, job: JobRow, ranks: list[RankRow]) -> None:
-        spec = JobSpec.model_validate_json(job.spec_json)
+        spec = JobSpec.model_validate(job.spec)
         nodes = {n.id: n for n in self.registry.list_views()}
         hosts = {nid: n.host for nid, n in nodes.items()}
         # The leader's own choice, never a node's self-report (a node saying its Python is
@@ -174,7 +173,7 @@ class MpiLauncher:
         self._watch(follower, state, proc)
 
     def stop(self, job: JobRow) -> None:
-        state = json.loads(job.launcher_json or "null")
+        state = job.launcher
         if not state:
             return
         threading.Thread(target=terminate_group, args=(state["pid"], STOP_GRACE_S), daemon=True).start()
@@ -185,8 +184,8 @@ class MpiLauncher:
         """After a restart: follow every active mpi job's output file again, from where the
         lines last committed end (each rank's count of lines stored says where it was)."""
         for job in self.jobs.list_rows(limit=1000):
-            if job.backend == "mpi" and job.status not in TERMINAL and job.launcher_json:
-                state = json.loads(job.launcher_json)
+            if job.backend == "mpi" and job.status not in TERMINAL and job.launcher:
+                state = dict(job.launcher)
                 attempt = state.get("attempt", 0)
                 follower = Follower(job.id, attempt,
                                     seq={r.rank: r.lines_stored for r in self.jobs.ranks(job.id, attempt)})

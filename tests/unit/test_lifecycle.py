@@ -272,7 +272,7 @@ def test_the_mpi_launcher_reports_like_an_agent_and_stale_attempts_only_free_nod
     cluster.jobs.report(None, RankReport(ranks=states, output=out),
                         launcher=LauncherNews(job, 0, state={"pid": 1, "offset": 10}, lines=["mpirun says hi"]))
     row = cluster.jobs.get_row(job)
-    assert row.status == "running" and json.loads(row.launcher_json)["offset"] == 10
+    assert row.status == "running" and row.launcher["offset"] == 10
     assert "[1] from rank 1" in cluster.log(job) and "[mpirun] mpirun says hi" in cluster.log(job)
     cluster.jobs.report(None, RankReport(ranks=[RankState(job_id=job, rank=0, state="exited", exit_code=7)]),
                         launcher=LauncherNews(job, 0))
