@@ -295,6 +295,14 @@ def run(args) -> dict:
     }
     out["targets"] = {"none_lost": lost == 0, "p99_under_100ms": p99 is not None and p99 < 0.100,
                       "no_node_down": statuses.get("down", 0) == 0 and down_events == 0}
+    # For bench/run_all.py: one "value against target: pass/fail" line each.
+    out["goals"] = [
+        {"name": f"heartbeats lost of {expected:,}", "value": lost, "op": "<=", "target": 0, "unit": ""},
+        {"name": "heartbeat latency p99", "value": _ms(p99), "op": "<",
+         "target": 100, "unit": " ms"},
+        {"name": "nodes down at the end, down events", "value": statuses.get("down", 0) + down_events, "op": "<=",
+         "target": 0, "unit": ""},
+    ]
     return out
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-
 from dataclasses import dataclass
 
 from coordinator import topology
-from coordinator.checks import backends, config, nodes as node_checks, versions
+from coordinator.checks import backends, config, versions
+from coordinator.checks import nodes as node_checks
 from coordinator.checks.problem import Problem
+from coordinator.jsonitems import JsonItems
 from shared.cluster_config import ClusterConfig
 from shared.schemas import NodeFacts, NodeOut
 
@@ -60,33 +61,68 @@ class Surveyor:
     """The cluster as it is now: nodes, cabling and every problem, from one registry's state.
 
     The cabling and problems are recomputed only when the registry's state key changes, so
-    listing 1,000 nodes stays cheap while heartbeats stream in. One Surveyor per registry (the
-    app owns it), so one registry's problems can never be handed to another."""
+    listing 1,000 nodes stays cheap while heartbeats stream in; each node with its problems, and
+    its JSON for GET /nodes, is kept until its view or its problems change. One Surveyor per
+    registry (the app owns it), so one registry's problems can never be handed to another."""
 
     def __init__(self, registry):
         self.registry = registry
         self._lock = threading.Lock()
-        self._last: tuple[tuple, topology.Topology, list[Problem]] | None = None
+        self._last: tuple[tuple, topology.Topology, list[Problem], dict[str, tuple[str, ...]]] | None = None
+        self._marked: dict[str, tuple[NodeOut, tuple[str, ...], NodeOut]] = {}  # id -> (view, lines, marked view)
+        self._json = JsonItems(NodeOut)
 
     def survey(self) -> Survey:
-        nodes, facts = self.registry.snapshot()
+        # The key first: problems found from a snapshot at least as new as the key they are kept
+        # under, so a change during the snapshot is seen by the next call, never lost.
         key = self.registry.state_key()
+        nodes, facts = self.registry.snapshot()
         with self._lock:
             last = self._last
-        if last is not None and last[0] == key:
-            topo, found = last[1], last[2]
-        else:
+        if last is None or last[0] != key:
             interfaces = {nid: f.interfaces for nid, f in facts.items() if f is not None}
             topo, found = gather(nodes, facts, interfaces, self.registry.config)
+            last = (key, topo, found, _lines_by_node(found))
             with self._lock:
-                self._last = (key, topo, found)
-        return Survey(with_problems(nodes, found), topo, found)
+                self._last = last
+        return Survey(self._with_problems(nodes, last[3]), last[1], last[2])
+
+    def nodes_json(self) -> bytes:
+        """GET /nodes's body: `survey().nodes` as FastAPI's response model would serialise them,
+        each node's bytes reused while it is the same object."""
+        return self._json.dump(self.survey().nodes)
+
+    def _with_problems(self, nodes: Sequence[NodeOut], by_node: dict[str, tuple[str, ...]]) -> list[NodeOut]:
+        with self._lock:
+            known = dict(self._marked)
+        out, fresh = [], {}
+        for n in nodes:
+            lines = by_node.get(n.name, ())
+            hit = known.get(n.id)
+            if hit is not None and hit[0] is n and hit[1] == lines:
+                out.append(hit[2])
+                continue
+            marked = n.model_copy(update={"problems": list(lines)}) if lines else n
+            fresh[n.id] = (n, lines, marked)
+            out.append(marked)
+        with self._lock:
+            self._marked.update(fresh)
+            if len(self._marked) > len(nodes):
+                listed = {n.id for n in nodes}
+                self._marked = {k: v for k, v in self._marked.items() if k in listed}
+        return out
 
 
-def with_problems(nodes: Sequence[NodeOut], problems: Sequence[Problem]) -> list[NodeOut]:
-    """Each node with the problems that name it, as 'message (fix: ...)' lines."""
+def _lines_by_node(problems: Sequence[Problem]) -> dict[str, tuple[str, ...]]:
+    """Node name -> the problems that name it, as 'message (fix: ...)' lines."""
     by_node: dict[str, list[str]] = {}
     for p in problems:
         if p.node is not None:
             by_node.setdefault(p.node, []).append(f"{p.message} (fix: {p.fix})")
-    return [n.model_copy(update={"problems": by_node[n.name]}) if n.name in by_node else n for n in nodes]
+    return {k: tuple(v) for k, v in by_node.items()}
+
+
+def with_problems(nodes: Sequence[NodeOut], problems: Sequence[Problem]) -> list[NodeOut]:
+    """Each node with the problems that name it, as 'message (fix: ...)' lines."""
+    by_node = _lines_by_node(problems)
+    return [n.model_copy(update={"problems": list(by_node[n.name])}) if n.name in by_node else n for n in nodes]

@@ -1,7 +1,9 @@
 """The node registry: who exists, who is alive, and what each node looks like to a client.
 
 The store keeps the truth; this module holds the rules (identity, liveness, declared vs reported)
-and two in-memory indexes the hot heartbeat path needs: token digest -> node id and the parsed facts.
+and the in-memory indexes the hot paths need: token digest -> node id and the parsed facts for
+heartbeats, each node's last view (coordinator/nodeviews.py) for listings. All of them change
+only under the registry's lock.
 """
 
 from __future__ import annotations
@@ -11,27 +13,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from sqlmodel import select
 
 from coordinator.auth import digest, new_node_token
-from coordinator.store import Beat, EventRow, NodeRow, Store
+from coordinator.nodeviews import NodeViews, utc
+from coordinator.store import Beat, EventRow, NodeRecord, NodeRow, Store
 from coordinator.tokens import CLUSTER_GRANT, Grant
 from coordinator.tokens import consume as consume_token
-from shared.status import NodeStatus
 from shared.cluster_config import ClusterConfig
 from shared.schemas import (
-    DeclaredNode,
     EventOut,
     HeartbeatRequest,
-    MPIInfo,
     NodeDetail,
     NodeFacts,
     NodeOut,
     RegisterRequest,
-    ThunderboltInfo,
 )
+from shared.status import NodeStatus
 
 
 class Conflict(Exception):
@@ -44,10 +43,6 @@ class NotFound(Exception):
 
 class Forbidden(Exception):
     """The credential is valid but does not allow this registration."""
-
-
-def utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
 class Registry:
@@ -65,6 +60,7 @@ class Registry:
         self._instances: dict[str, str] = {}  # node id -> agent process instance last seen
         self._version = 0
         self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
+        self._views = NodeViews(self._lock, self.facts_of)
         # Which nodes hold ranks is the jobs layer's to say (Jobs.busy_nodes); the app wires it in.
         self.busy_of: Callable[[], frozenset[str]] = frozenset
         self.sync_declared()
@@ -85,14 +81,16 @@ class Registry:
     def node_for_token(self, token: str) -> str | None:
         return self._token_index.get(digest(token))
 
-    def facts_of(self, row: NodeRow) -> NodeFacts | None:
+    def facts_of(self, row: NodeRow | NodeRecord) -> NodeFacts | None:
         if not row.facts_json:
             return None
-        cached = self._facts_cache.get(row.id)
+        with self._lock:
+            cached = self._facts_cache.get(row.id)
         if cached and cached[0] == row.facts_json:
             return cached[1]
         facts = NodeFacts.model_validate_json(row.facts_json)
-        self._facts_cache[row.id] = (row.facts_json, facts)
+        with self._lock:
+            self._facts_cache[row.id] = (row.facts_json, facts)
         return facts
 
     # ------------------------------------------------------------------ declared inventory
@@ -215,44 +213,66 @@ class Registry:
                 row.admitted = True
                 s.add(row)
                 s.add(EventRow(node_id=node_id, kind="approved", message="admitted by an admin; schedulable"))
-        self._bump()
+        with self._lock:
+            self._bump()
         return row
 
     # ------------------------------------------------------------------ heartbeat
 
-    def heartbeat(self, node_id: str, req: HeartbeatRequest) -> tuple[bool, bool]:
-        """Record a heartbeat. Returns (the node was down until now, its agent restarted)."""
-        if node_id not in self._online:
+    def heartbeat(self, node_id: str, req: HeartbeatRequest, *, in_memory: bool = False) -> tuple[bool, bool] | None:
+        """Record a heartbeat. Returns (the node was down until now, its agent restarted).
+
+        With `in_memory`, only a beat that needs no database work is taken (the common one: the
+        facts are cached and unchanged); otherwise None comes back and nothing happened, so the
+        caller can run it again where blocking is fine. Lets the route answer most beats without
+        a trip through the thread pool. The lock is then only tried, never waited for: a sweep or
+        a slow beat may hold it across a database write, and the event loop must not wait on that."""
+        if not self._lock.acquire(blocking=not in_memory):
+            return None
+        try:
+            known = node_id in self._online
+            cached = self._facts_cache.get(node_id)
+        finally:
+            self._lock.release()
+        if not known:
             raise NotFound(node_id)
-        cached = self._facts_cache.get(node_id)
+        if cached is None and in_memory:
+            return None
         facts = cached[1] if cached else self._load_facts(node_id)
-        new_facts = None  # rewritten only when they really changed, available memory aside
-        if req.facts is not None:
-            if facts is None or req.facts.model_copy(update={"memory_available_gb": facts.memory_available_gb}) != facts:
-                new_facts = req.facts
-        elif req.thunderbolt is not None and facts is not None and facts.thunderbolt != req.thunderbolt:
-            new_facts = facts.model_copy(update={"thunderbolt": req.thunderbolt})
+        new_facts = _changed_facts(facts, req)
+        if new_facts is not None and in_memory:
+            return None
+        facts_json = new_facts.model_dump_json() if new_facts is not None else None
         mem = req.memory_available_gb
         if mem is None and req.facts is not None:
             mem = req.facts.memory_available_gb
-        came_back = not self._online[node_id]
-        old = self._instances.get(node_id, "")
-        restarted = req.instance is not None and req.instance != old
-        now = time.time()
-        if new_facts is None:
-            # The common case: the next flush writes it, so no commit waits on the request's path.
-            self.store.note_heartbeat(node_id, Beat(now, mem, req.instance if restarted else None, came_back))
-        else:
-            facts_json = new_facts.model_dump_json()
-            if not self.store.touch_node(node_id, now, facts_json=facts_json, memory_available_gb=mem,
-                                         came_back=came_back, instance=req.instance if restarted else None):
+        # Liveness is read and written in one step under the lock, which sweep() also holds while
+        # it marks nodes down: a beat either lands before the sweep looks or after it, never between.
+        if not self._lock.acquire(blocking=not in_memory):
+            return None
+        try:
+            online = self._online.get(node_id)
+            if online is None:
                 raise NotFound(node_id)
-            self._facts_cache[node_id] = (facts_json, new_facts)
-        self._online[node_id] = True
-        if came_back or new_facts is not None:
-            self._bump()
-        if restarted:
-            self._instances[node_id] = req.instance
+            old = self._instances.get(node_id, "")
+            came_back = not online
+            restarted = req.instance is not None and req.instance != old
+            now = time.time()
+            if new_facts is None:
+                # The common case: the next flush writes it, so no commit waits on the request's path.
+                self.store.note_heartbeat(node_id, Beat(now, mem, req.instance if restarted else None, came_back))
+            else:
+                if not self.store.touch_node(node_id, now, facts_json=facts_json, memory_available_gb=mem,
+                                             came_back=came_back, instance=req.instance if restarted else None):
+                    raise NotFound(node_id)
+                self._facts_cache[node_id] = (facts_json, new_facts)
+            self._online[node_id] = True
+            if came_back or new_facts is not None:
+                self._bump()
+            if restarted:
+                self._instances[node_id] = req.instance
+        finally:
+            self._lock.release()
         return came_back, restarted and bool(old)
 
     def _load_facts(self, node_id: str) -> NodeFacts | None:
@@ -267,13 +287,20 @@ class Registry:
         self.store.flush_heartbeats()
         if now - self.started_at < self.down_after_s:
             return []
-        stale = [r.id for r in self.store.all_nodes()
-                 if r.online and (r.last_heartbeat is None or now - r.last_heartbeat > self.down_after_s)]
-        self.store.mark_down(stale, now, self.down_after_s)
-        for nid in stale:
-            self._online[nid] = False
-        if stale:
-            self._bump()
+        cutoff = now - self.down_after_s
+        silent = [r.id for r in self.store.node_records()
+                  if r.online and (r.last_heartbeat is None or r.last_heartbeat < cutoff)]
+        if not silent:
+            return []
+        with self._lock:
+            # The records above may be older than a beat that came in since: under the lock no
+            # beat can land, and the store marks down only nodes still silent in the table and
+            # with no beat waiting to be written.
+            stale = self.store.mark_down(silent, now, self.down_after_s, cutoff)
+            for nid in stale:
+                self._online[nid] = False
+            if stale:
+                self._bump()
         return stale
 
     # ------------------------------------------------------------------ admin actions
@@ -288,7 +315,8 @@ class Registry:
                 s.add(row)
                 s.add(EventRow(node_id=node_id, kind="drained" if drained else "undrained",
                                message="no new work will be placed here" if drained else "schedulable again"))
-        self._bump()
+        with self._lock:
+            self._bump()
         return row
 
     def delete(self, node_id: str) -> None:
@@ -302,60 +330,47 @@ class Registry:
             self._online.pop(node_id, None)
             self._facts_cache.pop(node_id, None)
             self._bump()
+        self._views.forget(node_id)
 
     # ------------------------------------------------------------------ views
 
-    def status_of(self, row: NodeRow) -> str:
+    def status_of(self, row: NodeRow | NodeRecord, busy: frozenset[str] | None = None) -> str:
         if not row.online:
             return NodeStatus.DOWN
         if not row.admitted:
             return NodeStatus.PENDING
-        if row.id in self.busy_of():
+        if row.id in (self.busy_of() if busy is None else busy):
             return NodeStatus.BUSY
         if row.drained:
             return NodeStatus.DRAINING
         return NodeStatus.READY
 
-    def view(self, row: NodeRow) -> NodeOut:
-        facts = self.facts_of(row)
-        declared = DeclaredNode.model_validate_json(row.declared_json) if row.declared_json else None
-        f = facts
-        return NodeOut(
-            id=row.id, name=row.name, host=row.host, status=self.status_of(row),
-            role=declared.role if declared else "hybrid",
-            device_type=f.device_type if f else (declared.device_type if declared else None),
-            chip=f.chip if f else None,
-            memory_gb=f.memory_gb if f else None,
-            memory_available_gb=row.memory_available_gb if row.memory_available_gb is not None
-            else (f.memory_available_gb if f else None),
-            cpu_cores=f.cpu_cores if f else None,
-            os_version=f.os_version if f else None,
-            python_version=f.python_version if f else None,
-            mlx_version=f.mlx_version if f else None,
-            mlx_device=f.mlx_device if f else None,
-            mpi=f.mpi if f else MPIInfo(),
-            thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
-            declared=declared, problems=[],  # filled in by coordinator.problems.Surveyor
-            last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
-            agent_version=f.agent_version if f else None, drained=row.drained, admitted=row.admitted,
-        )
+    def view(self, row: NodeRow | NodeRecord) -> NodeOut:
+        return self._views.views([row], [self.status_of(row)])[0]
+
+    def _views_of(self, rows: list[NodeRecord]) -> list[NodeOut]:
+        busy = self.busy_of()  # once: it is the same for every row of one read
+        views = self._views.views(rows, [self.status_of(r, busy) for r in rows])
+        if len(self._views) > len(rows):
+            self._views.keep_only({r.id for r in rows})
+        return views
 
     def interfaces(self) -> dict[str, list]:
         """Each node's reported network interfaces (for a forced `network_interface`)."""
         out = {}
-        for r in self.store.all_nodes():
+        for r in self.store.node_records():
             f = self.facts_of(r)
             if f is not None:
                 out[r.id] = f.interfaces
         return out
 
     def list_views(self) -> list[NodeOut]:
-        return [self.view(r) for r in self.store.all_nodes()]
+        return self._views_of(self.store.node_records())
 
     def snapshot(self) -> tuple[list[NodeOut], dict[str, NodeFacts | None]]:
         """Views and facts from one read of the table."""
-        rows = self.store.all_nodes()
-        return [self.view(r) for r in rows], {r.id: self.facts_of(r) for r in rows}
+        rows = self.store.node_records()
+        return self._views_of(rows), {r.id: self.facts_of(r) for r in rows}
 
     def state_key(self) -> tuple:
         """Changes whenever anything problems depend on changes: facts, declarations, who is
@@ -363,6 +378,7 @@ class Registry:
         return (self._version, self.busy_of())
 
     def _bump(self) -> None:
+        """Under the lock (held by the caller)."""
         self._version += 1
 
     def detail(self, node_id: str, events: int = 50) -> NodeDetail:
@@ -380,3 +396,12 @@ class Registry:
 def _new_node_id() -> str:
     return "n-" + secrets.token_hex(5)
 
+
+def _changed_facts(facts: NodeFacts | None, req: HeartbeatRequest) -> NodeFacts | None:
+    """The node's facts to store if this beat really changed them (available memory aside), else None."""
+    if req.facts is not None:
+        if facts is None or req.facts.model_copy(update={"memory_available_gb": facts.memory_available_gb}) != facts:
+            return req.facts
+    elif req.thunderbolt is not None and facts is not None and facts.thunderbolt != req.thunderbolt:
+        return facts.model_copy(update={"thunderbolt": req.thunderbolt})
+    return None

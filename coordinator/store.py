@@ -1,23 +1,25 @@
 """The coordinator's durable state: SQLModel tables on SQLite (WAL) or any SQLAlchemy URL.
 
 Only this module speaks SQL. Every write is one transaction, so a SIGKILL at any moment leaves the
-database either before or after a change, never half-way.
+database either before or after a change, never half-way. (Over 400 lines for that reason: the
+tables and every statement about them stay in the one module that speaks SQL.)
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import JSON, Column, and_, bindparam, func, or_, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select, update
 
-from coordinator.migrations import HEAD_VERSION, SchemaError, migrate  # noqa: F401 (SchemaError: raised by Store())
+from coordinator.migrations import HEAD_VERSION, SchemaError, migrate
 
 SCHEMA_VERSION = HEAD_VERSION  # also kept in meta.schema_version, which older Jupiters read
 # Events kept per node, the newest: GET /nodes/{id} shows 50, and a node's whole recent story
@@ -169,6 +171,27 @@ def _note_bulk_changes(state):
         state.session.info["changed"] = True
 
 
+class NodeRecord(NamedTuple):
+    """A nodes row as a plain tuple (Store.node_records), with NodeRow's names and types."""
+
+    id: str
+    name: str
+    host: str
+    machine_id: str | None
+    declared_json: str | None
+    facts_json: str | None
+    memory_available_gb: float | None
+    token_hash: str | None
+    key_hash: str | None
+    admitted: bool
+    drained: bool
+    online: bool
+    agent_instance: str | None
+    registered_at: float | None
+    last_heartbeat: float | None
+    created_at: float
+
+
 class Beat(NamedTuple):
     at: float
     memory_available_gb: float | None = None
@@ -194,6 +217,14 @@ class Store:
         self._flushing: dict[str, Beat] = {}
         self._beats_lock = threading.Lock()
         self.generation = 0  # +1 after every write() that changed a row (not beats): lets callers cache reads
+        # The nodes table as node_records() last read it, under the count of writes it was read
+        # after. Every method here that writes (and so every write anywhere: only this module
+        # speaks SQL) adds one once its commit is done, changed rows or not.
+        self._writes = 0
+        self._records: tuple[int, tuple[NodeRecord, ...]] | None = None
+        # record with a waiting beat laid over it, by node id: (the record, the beat, the result),
+        # so an unchanged node is the same object from one call to the next
+        self._overlaid: dict[str, tuple[NodeRecord, Beat, NodeRecord]] = {}
         self._migrate()
 
     # ------------------------------------------------------------------ schema
@@ -210,8 +241,11 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         with self._write_lock, Session(self.engine, expire_on_commit=False) as s:
-            yield s
-            s.commit()
+            try:
+                yield s
+                s.commit()
+            finally:
+                self._writes += 1  # also after a failed one: a flush may have reached the table
             if s.info.pop("changed", False):
                 self.generation += 1
             added = s.info.pop("event_nodes", None)
@@ -231,6 +265,43 @@ class Store:
     def all_nodes(self) -> list[NodeRow]:
         with self.read() as s:
             return self._with_beats(list(s.exec(select(NodeRow).order_by(NodeRow.name))))
+
+    def node_records(self) -> list[NodeRecord]:
+        """Every node as all_nodes() gives it, as plain read-only tuples, for readers that run per
+        request or per second (GET /nodes, the liveness sweep). The table is read again only after
+        a write (`_writes`), and then as tuples, a third of the cost of ORM rows; the same record
+        objects come back while nothing changed, which lets callers cache by identity."""
+        writes, cached = self._writes, self._records  # the count first: a write after it reads again
+        if cached is None or cached[0] != writes:
+            t = NodeRow.__table__
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(*(t.c[f] for f in NodeRecord._fields)).order_by(t.c.name)).all()
+            cached = (writes, tuple(NodeRecord._make(r) for r in rows))
+            self._records = cached
+        records = list(cached[1])
+        with self._beats_lock:
+            if not (self._beats or self._flushing):
+                self._overlaid = {}
+                return records
+            pending = {**self._flushing, **self._beats}
+            known = self._overlaid
+        fresh = {}
+        for i, rec in enumerate(records):
+            beat = pending.get(rec.id)
+            if beat is not None and (rec.last_heartbeat is None or beat.at > rec.last_heartbeat):
+                hit = known.get(rec.id)
+                if hit is None or hit[0] is not rec or hit[1] is not beat:
+                    hit = (rec, beat, rec._replace(
+                        last_heartbeat=beat.at,
+                        memory_available_gb=rec.memory_available_gb if beat.memory_available_gb is None
+                        else beat.memory_available_gb,
+                        agent_instance=rec.agent_instance if beat.instance is None else beat.instance,
+                        online=True if beat.came_back else rec.online))
+                fresh[rec.id] = hit
+                records[i] = hit[2]
+        with self._beats_lock:
+            self._overlaid = fresh
+        return records
 
     def get_node(self, node_id: str) -> NodeRow | None:
         with self.read() as s:
@@ -301,6 +372,7 @@ class Store:
                         self._beats.setdefault(k, v)
                 raise
             finally:
+                self._writes += 1  # before the batch leaves `_flushing`: readers see it one way or the other
                 with self._beats_lock:
                     self._flushing = {}
         if back:
@@ -319,23 +391,36 @@ class Store:
             values["memory_available_gb"] = memory_available_gb
         if instance is not None:
             values["agent_instance"] = instance
-        with self._write_lock, self.engine.begin() as conn:
-            hit = conn.execute(update(NodeRow).where(NodeRow.id == node_id).values(**values)).rowcount
-            if hit and came_back:
-                conn.execute(EventRow.__table__.insert().values(node_id=node_id, at=now, kind="back",
-                                                                message="heartbeats resumed"))
+        with self._write_lock:
+            try:
+                with self.engine.begin() as conn:
+                    hit = conn.execute(update(NodeRow).where(NodeRow.id == node_id).values(**values)).rowcount
+                    if hit and came_back:
+                        conn.execute(EventRow.__table__.insert().values(node_id=node_id, at=now, kind="back",
+                                                                        message="heartbeats resumed"))
+            finally:
+                self._writes += 1
         if hit and came_back:
             self._events_added([node_id])
         return bool(hit)
 
-    def mark_down(self, node_ids: list[str], now: float, grace_s: float) -> None:
-        if not node_ids:
-            return
+    def mark_down(self, node_ids: list[str], now: float, grace_s: float, cutoff: float) -> list[str]:
+        """Mark down those of `node_ids` still silent since before `cutoff`: online in the table
+        with an older (or no) heartbeat, and no beat waiting in memory. Returns them."""
+        with self._beats_lock:
+            waiting = self._beats.keys() | self._flushing.keys()
+        candidates = [nid for nid in node_ids if nid not in waiting]
+        if not candidates:
+            return []
         with self.write() as s:
-            s.exec(update(NodeRow).where(NodeRow.id.in_(node_ids)).values(online=False))
-            for nid in node_ids:
-                s.add(EventRow(node_id=nid, at=now, kind="down",
-                               message=f"no heartbeat for {grace_s:g} s"))
+            down = list(s.exec(select(NodeRow.id).where(
+                NodeRow.id.in_(candidates), NodeRow.online.is_(True),
+                or_(NodeRow.last_heartbeat.is_(None), NodeRow.last_heartbeat < cutoff))))
+            if down:
+                s.exec(update(NodeRow).where(NodeRow.id.in_(down)).values(online=False))
+            for nid in down:
+                s.add(EventRow(node_id=nid, at=now, kind="down", message=f"no heartbeat for {grace_s:g} s"))
+        return down
 
     def delete_node(self, node_id: str, name: str) -> None:
         with self.write() as s:
