@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.paths import jupiter_home, read_secret, write_secret
+from shared.paths import read_secret, write_secret
 
 
 @dataclass
@@ -95,9 +94,15 @@ class AgentState:
 
 def find_join_token() -> str | None:
     """JUPITER_JOIN_TOKEN, then the file JUPITER_JOIN_TOKEN_FILE names (how launchd passes it
-    without the secret in the plist), then the leader's own generated token."""
-    if os.environ.get("JUPITER_JOIN_TOKEN"):
-        return os.environ["JUPITER_JOIN_TOKEN"]
-    if os.environ.get("JUPITER_JOIN_TOKEN_FILE"):
-        return read_secret(Path(os.environ["JUPITER_JOIN_TOKEN_FILE"]))
-    return read_secret(jupiter_home() / "join.token")
+    without the secret in the plist), then the leader's own generated token.
+
+    The running agent asks this at enrolment and to pin the coordinator's CA, so it loads
+    pydantic_settings (shared/settings.py) then; importing this module does not."""
+    from shared.settings import current, secret
+
+    given = current()
+    if given.join_token is not None:
+        return secret(given.join_token)
+    if given.join_token_file is not None:
+        return read_secret(given.join_token_file)
+    return read_secret(given.home / "join.token")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -99,7 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.home.chmod(0o700)  # tokens and the database live here
     config = load_cluster_config(settings.config_path)
-    keyring = load_keyring(settings.home)
+    keyring = load_keyring(settings)
     # The CA exists even when serving plain HTTP on loopback: join.token carries its pin, so the
     # same string works the day the leader is moved off loopback.
     tls = ensure_server_tls(settings.home, served_names(settings.host, settings.allowed_hosts),
@@ -248,8 +247,8 @@ def check_bind(settings: Settings) -> None:
     """Never listen beyond loopback unless tokens were configured beforehand (docs/api.md#transport)."""
     if is_loopback(settings.host):
         return
-    configured = ("JUPITER_TOKEN" in os.environ or admin_token_path(settings.home).exists()) and \
-                 ("JUPITER_JOIN_TOKEN" in os.environ or join_token_path(settings.home).exists())
+    configured = (settings.token is not None or admin_token_path(settings.home).exists()) and \
+                 (settings.join_token is not None or join_token_path(settings.home).exists())
     if not configured:
         raise RefusedToStart(
             f"refusing to listen on {settings.host} without tokens: set JUPITER_TOKEN and JUPITER_JOIN_TOKEN, "

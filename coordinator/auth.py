@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.paths import load_or_create_secret, read_secret, write_secret
 from shared.tlspin import CLUSTER_TOKEN_ID, JoinString, parse_join
+
+if TYPE_CHECKING:
+    from coordinator.settings import Settings
 
 
 def digest(token: str) -> str:
@@ -57,27 +60,25 @@ def join_token_path(home: Path) -> Path:
 MIN_ENV_TOKEN_CHARS = 32
 
 
-def load_keyring(home: Path) -> Keyring:
-    """Tokens from JUPITER_TOKEN / JUPITER_JOIN_TOKEN, else generated once into `home` (0600).
-    The join token may be given (or found in join.token) as a pinned join string: its secret counts."""
-    admin = os.environ.get("JUPITER_TOKEN")
-    join = os.environ.get("JUPITER_JOIN_TOKEN")
-    if admin is None:
-        admin = load_or_create_secret(admin_token_path(home))
-    if join is None:
-        join = load_or_create_secret(join_token_path(home))
+def load_keyring(settings: Settings) -> Keyring:
+    """Tokens from JUPITER_TOKEN / JUPITER_JOIN_TOKEN (settings.token / .join_token), else generated once
+    into settings.home (0600). The join token may be given (or found in join.token) as a pinned join
+    string: its secret counts."""
+    home = settings.home
+    admin_given, join_given = settings.token is not None, settings.join_token is not None
+    admin = settings.token.get_secret_value() if admin_given else load_or_create_secret(admin_token_path(home))
+    join = settings.join_token.get_secret_value() if join_given else load_or_create_secret(join_token_path(home))
     try:
         join = parse_join(join).secret
     except ValueError as exc:
         raise ValueError(f"JUPITER_JOIN_TOKEN / {join_token_path(home)}: {exc}") from None
-    for name, value in (("JUPITER_TOKEN", admin), ("JUPITER_JOIN_TOKEN", join)):
-        if name in os.environ and len(value) < MIN_ENV_TOKEN_CHARS:  # a guessable token is root on every node
+    for name, value, given in (("JUPITER_TOKEN", admin, admin_given), ("JUPITER_JOIN_TOKEN", join, join_given)):
+        if given and len(value) < MIN_ENV_TOKEN_CHARS:  # a guessable token is root on every node
             raise ValueError(f"{name} is {len(value)} characters long; a token needs at least {MIN_ENV_TOKEN_CHARS} "
                              "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if admin == join:
         raise ValueError("JUPITER_TOKEN and JUPITER_JOIN_TOKEN must differ: a join token must not grant admin")
-    return Keyring(digest(admin), digest(join), "JUPITER_TOKEN" in os.environ, "JUPITER_JOIN_TOKEN" in os.environ,
-                   join_secret=join)
+    return Keyring(digest(admin), digest(join), admin_given, join_given, join_secret=join)
 
 
 def write_join_string(home: Path, keys: Keyring, pin: str) -> str:

@@ -19,12 +19,24 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 
 from shared.client import Client
+from shared.settings import explain
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console()
+
+
+class DemoSettings(BaseSettings):
+    """JUPITER_DEMO_PRESET / JUPITER_DEMO_STEPS: a smaller or larger training run (empty: unset)."""
+
+    model_config = SettingsConfigDict(env_prefix="JUPITER_DEMO_", env_ignore_empty=True, extra="ignore")
+
+    preset: str = "tiny"
+    steps: int | None = None  # None: the preset's own
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -49,6 +61,11 @@ def _stop(proc: subprocess.Popen, what: str, timeout: float = 15) -> bool:
 
 
 def main() -> int:
+    try:
+        demo = DemoSettings()
+    except ValidationError as exc:
+        console.print(f"[red]{explain(exc, 'JUPITER_DEMO_')}[/]")
+        return 2
     home = Path(tempfile.mkdtemp(prefix="jupiter-demo-"))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -86,9 +103,9 @@ def main() -> int:
         with console.status("waiting for both agents to report ready"):
             _wait(lambda: sum(n.status == "ready" for n in client.nodes()) == 2, 90, coord, logs)
         train = ["start", "--domain", "sample", "--nodes", "2", "--backend", "ring", "--epochs", "1",
-                 "--preset", os.environ.get("JUPITER_DEMO_PRESET", "tiny")]
-        if os.environ.get("JUPITER_DEMO_STEPS"):
-            train += ["--steps", os.environ["JUPITER_DEMO_STEPS"]]
+                 "--preset", demo.preset]
+        if demo.steps is not None:
+            train += ["--steps", str(demo.steps)]
         for cmd in (["nodes"], ["check", "--config", str(config)], train, ["jobs"]):
             console.rule(f"jupiter {' '.join(cmd[:1])}")
             res = subprocess.run(jupiter + cmd, cwd=REPO, env=env)

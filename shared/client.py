@@ -6,7 +6,6 @@ The CLI, the agents, the tests and the benchmarks all talk to the coordinator th
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from shared.paths import DEFAULT_URL, jupiter_home, read_secret
+from shared import settings
+from shared.paths import read_secret
 from shared.tlspin import context_for, fetch_pinned_ca, is_https
 from shared.schemas import (
     ClusterSummary,
@@ -65,12 +65,13 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def default_url() -> str:
-    return os.environ.get("JUPITER_URL") or DEFAULT_URL
+    return settings.current().url
 
 
 def default_admin_token() -> str | None:
     """JUPITER_TOKEN, else the token the coordinator generated on this machine (the leader)."""
-    return os.environ.get("JUPITER_TOKEN") or read_secret(jupiter_home() / "admin.token")
+    given = settings.current()
+    return settings.secret(given.token) or read_secret(given.home / "admin.token")
 
 
 _pinned: dict[tuple[str, str], ssl.SSLContext] = {}
@@ -83,13 +84,14 @@ def default_verify(url: str) -> ssl.SSLContext | bool:
     (a coordinator started with a certificate from a public CA)."""
     if not is_https(url):
         return True
-    ca_file = os.environ.get("JUPITER_CA_FILE")
+    given = settings.current()
+    ca_file = given.ca_file
     if ca_file:
         try:
             return context_for(Path(ca_file).expanduser().read_bytes())
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise TrustError(f"JUPITER_CA_FILE {ca_file}: not a readable PEM certificate ({exc})") from None
-    pin = os.environ.get("JUPITER_CA_SHA256")
+    pin = given.ca_sha256
     if pin:
         key = (url, pin)
         if key not in _pinned:
@@ -98,7 +100,7 @@ def default_verify(url: str) -> ssl.SSLContext | bool:
             except ValueError as exc:
                 raise TrustError(f"JUPITER_CA_SHA256: {exc}") from None
         return _pinned[key]
-    own = jupiter_home() / "tls" / "ca.pem"
+    own = given.home / "tls" / "ca.pem"
     if own.is_file():
         try:
             return context_for(own.read_bytes())

@@ -12,7 +12,12 @@ DEFAULT_PORT = 8470
 
 
 def jupiter_home() -> Path:
-    return Path(os.environ.get("JUPITER_HOME") or Path.home() / ".jupiter").expanduser()
+    """$JUPITER_HOME, else ~/.jupiter (shared/settings.py)."""
+    # Imported here, not above: it loads pydantic_settings (about 2 MB resident), and shared/settings.py
+    # imports this module.
+    from shared.settings import current
+
+    return current().home
 
 
 def write_secret(path: Path, value: str) -> None:

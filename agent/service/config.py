@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.paths import DEFAULT_URL, jupiter_home
+from shared.paths import jupiter_home
 from shared.schemas import NAME_RE, validate_host
+from shared.settings import current
 
 # Service-manager files and their templates (deploy/README.md); found beside the package in a checkout.
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
@@ -72,7 +73,7 @@ def agent_service(
 ) -> AgentService:
     """Validate the install options and fill in defaults; ValueError names the bad option."""
     return AgentService(
-        coordinator=validate_coordinator_url(coordinator or os.environ.get("JUPITER_URL") or DEFAULT_URL),
+        coordinator=validate_coordinator_url(coordinator or current().url),
         name=validate_node_name(name if name is not None else default_node_name()),
         host=_validate_host_option(host),
         state_dir=validate_dir_option("--state-dir", state_dir if state_dir is not None else default_state_dir()),
