@@ -2,7 +2,7 @@
 launchd or systemd service).
 
 Registered into the `jupiter` command through the `jupiter.commands` entry point (pyproject.toml),
-so shared/cli.py never imports agent/. The agent's own modules are imported when a command runs.
+so shared/cli/ never imports agent/. The agent's own modules are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from shared.cli import _fail, _logging, console, err
+from shared.cli import _fail, console, err
 from shared.client import default_url
 from shared.paths import jupiter_home
 from shared.schemas import HOST_RE, NAME_RE, validate_host
@@ -53,9 +53,6 @@ def agent(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"coordinator": coordinator_url, "name": name, "host": host, "state_dir": state_dir}
         return
-    from agent.loop import Agent, AgentConfig, install_signal_handlers
-
-    _logging(verbose)
     name = name or _default_name()
     host = host or _default_host()
     if not NAME_RE.match(name):
@@ -64,17 +61,25 @@ def agent(
         validate_host(host)
     except ValueError as exc:
         _fail(f"--host: {exc}")
-    cfg = AgentConfig(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
-                      state_dir=state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}", python=python,
-                      work_dir=work_dir)
+    state_dir = state_dir or jupiter_home() / f"agent-{name.replace(' ', '_')}"
     from agent.ranks import default_work_dir, work_dir_problem
+    from agent.state import find_join_token
 
-    problem = work_dir_problem(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.state_dir)
+    work_dir = work_dir or default_work_dir(state_dir)
+    problem = work_dir_problem(work_dir, state_dir)
     if problem:
         _fail(problem)
-    ag = Agent(cfg)
-    install_signal_handlers(ag)
-    raise typer.Exit(ag.run())
+    from agent import foreground
+
+    argv = foreground.argv_for(coordinator=(coordinator_url or default_url()).rstrip("/"), name=name, host=host,
+                               state_dir=state_dir, python=python, work_dir=work_dir, verbose=verbose)
+    # The agent runs for months: it does so in a process of its own without this command's
+    # libraries (exec, so the process id stays); in this one only if that cannot be. Everything it
+    # takes from the environment is read here, once, and handed over.
+    try:
+        raise typer.Exit(foreground.run(argv, join_token=find_join_token()))
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _service_manager(launchd: bool, systemd: bool):

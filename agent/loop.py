@@ -12,28 +12,20 @@ import logging
 import random
 import secrets
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
+from agent.facts.runtime import KeptProbes
 from agent.ranks import RankRunner, default_work_dir
 from agent.state import AgentState, Enrolment, SetupError, find_join_token
 from agent.system import LocalSystem, System
-from shared.client import ApiError, Client, default_verify
-from shared.schemas import HeartbeatRequest, HeartbeatResponse, NodeFacts, OrdersRequest, RankReport, RegisterRequest
-from shared.tlspin import (
-    JoinString,
-    PinMismatch,
-    context_for,
-    fetch_pinned_ca,
-    fingerprint,
-    is_https,
-    is_loopback_url,
-    parse_join,
-)
+from agent.uplink import ApiError, Connection, fetch_pinned_ca
+from shared.schemas.nodes import HeartbeatRequest, HeartbeatResponse, NodeFacts, RegisterRequest
+from shared.schemas.ranks import OrdersRequest, RankReport
+from shared.tlspin import JoinString, PinMismatch, context_for, fingerprint, is_https, is_loopback_url, parse_join
 
 log = logging.getLogger("jupiter.agent")
 
@@ -70,6 +62,7 @@ class Agent:
         self._local = threading.local()
         self._ssl = None  # how the coordinator is verified, settled at first contact
         self._reported = False  # whether a report (the first is `complete`) has gone through
+        self._probes = KeptProbes()  # the MLX and MPI probes, re-run only when their answer may change
 
     # ------------------------------------------------------------------ facts
 
@@ -77,7 +70,7 @@ class Agent:
         from agent import facts as facts_mod
 
         if force or self.facts is None or time.monotonic() - self._facts_at > self.cfg.full_facts_every_s:
-            self.facts = facts_mod.collect(self.cfg.system, python=self.cfg.python)
+            self.facts = facts_mod.collect(self.cfg.system, python=self.cfg.python, kept=self._probes)
             self._facts_at = time.monotonic()
 
     def _heartbeat_body(self) -> tuple[HeartbeatRequest, str]:
@@ -93,15 +86,16 @@ class Agent:
 
     # ------------------------------------------------------------------ protocol
 
-    def _trust(self):
+    def _trust(self) -> ssl.SSLContext | None:
         """How to verify the coordinator: the CA pinned at enrolment (kept in the state dir), or
-        one fetched now and checked against the join string's pin before anything is sent."""
+        one fetched now and checked against the join string's pin before anything is sent. None
+        for plain HTTP, which only loopback may use."""
         url = self.cfg.coordinator
         if not is_https(url):
             if not is_loopback_url(url):
                 raise SetupError(f"refusing plain HTTP to {url}: off loopback the coordinator speaks HTTPS "
                                  f"(use https://, and give the join string, which pins its certificate)")
-            return True
+            return None
         if self._ssl is not None:
             return self._ssl
         pem = self.state.load_ca()
@@ -109,7 +103,7 @@ class Agent:
         if join is not None and join.pin and (pem is None or fingerprint(pem) != join.pin):
             pem = fetch_pinned_ca(url, join.pin)  # raises PinMismatch: nothing secret has been sent
             self.state.save_ca(pem)
-        self._ssl = context_for(pem) if pem is not None else default_verify(url)
+        self._ssl = context_for(pem) if pem is not None else _trust_without_pin(url)
         return self._ssl
 
     def _join_string(self, *, required: bool = True) -> JoinString | None:
@@ -124,12 +118,11 @@ class Agent:
         except ValueError as exc:
             raise SetupError(f"join token: {exc}") from None
 
-    def _client(self, token: str | None) -> Client:
-        return Client(self.cfg.coordinator, token, timeout=10.0, verify=self._trust())
+    def _client(self, token: str | None) -> Connection:
+        return Connection(self.cfg.coordinator, token, timeout=10.0, context=self._trust())
 
-    def _node_client(self) -> Client:
-        """This thread's client for our node token, kept open: building one costs ~16 ms of CPU
-        (mostly its SSL context), which adds up when ranks are starting."""
+    def _node_client(self) -> Connection:
+        """This thread's connection for our node token, kept open: a new one costs a TLS handshake."""
         local = self._local
         token = self.enrolment.node_token
         if getattr(local, "token", None) != token:
@@ -200,14 +193,15 @@ class Agent:
             try:
                 self.apply(self._node_client().orders(enr.node_id, OrdersRequest(ranks=self.runner.states(), wait_s=20)))
                 failures = 0
-            except (ApiError, httpx.TransportError, OSError, SetupError, PinMismatch):
+            except (ApiError, OSError, SetupError, PinMismatch):
                 failures += 1
                 self.stop_event.wait(self._backoff(failures))
 
     def _report_once(self, last_states=None):
-        """Send pending output and rank states; returns the states sent (None if nothing to send).
-        Until one report has gone through, reports are `complete`: this agent is new, and the
-        coordinator learns that ranks an earlier agent ran here and it does not list are gone."""
+        """Send pending output and rank states; returns (states sent, whether it carried output
+        lines), or None if there was nothing to send. Until one report has gone through, reports
+        are `complete`: this agent is new, and the coordinator learns that ranks an earlier agent
+        ran here and it does not list are gone."""
         enr = self.enrolment
         states = self.runner.states()
         if enr is None or (self._reported and not self.runner.pending() and states == last_states):
@@ -216,25 +210,34 @@ class Agent:
         ack = self._node_client().report(enr.node_id, report)
         self.runner.ack(ack.acked)
         self._reported = True
-        return states
+        return states, bool(report.output)
 
     def _report_loop(self) -> None:
-        """Send rank output and state changes as they happen, batched a little."""
+        """Send rank output and state changes as they happen. Output is batched a little (a rank
+        printing fast makes one report per 50 ms, not one per line); a rank's start or end goes
+        at once. With nothing to send the thread sleeps until a rank starts, prints or ends: an
+        idle agent's reporter costs nothing. Until the first report is through, after a failure,
+        and while output waits for its acknowledgement, it looks again every 0.5 s."""
         last_states = None
         failures = 0
         while not self.stop_event.is_set():
-            self.runner.changed.wait(0.5)
+            idle = self._reported and failures == 0 and not self.runner.pending()
+            self.runner.changed.wait(None if idle else 0.5)
             self.runner.changed.clear()
+            if self.stop_event.is_set():
+                break
             try:
                 sent = self._report_once(last_states)
-                if sent is not None:
-                    last_states = sent
-                    self.runner.forget_finished()
                 failures = 0
-            except (ApiError, httpx.TransportError, OSError, SetupError, PinMismatch):
+            except (ApiError, OSError, SetupError, PinMismatch):
                 failures += 1
                 self.stop_event.wait(self._backoff(failures))
-            self.stop_event.wait(0.05)
+                continue
+            if sent is not None:
+                last_states, had_output = sent
+                self.runner.forget_finished()
+                if had_output:
+                    self.stop_event.wait(0.05)
 
     def _final_report(self) -> None:
         for _ in range(3):
@@ -242,7 +245,7 @@ class Agent:
                 self._report_once()
                 if not self.runner.pending():
                     return
-            except (ApiError, httpx.TransportError, OSError):
+            except (ApiError, OSError):
                 time.sleep(0.5)
 
     def run(self) -> int:
@@ -256,6 +259,7 @@ class Agent:
             # Ranks do not outlive their agent: stop them and tell the coordinator how they ended.
             self.runner.stop_all(reason="its agent was shut down")
             self.runner.wait_all(timeout=10)
+            self.runner.changed.set()  # wake the reporter, which may be asleep until a rank changes
             side[1].join(timeout=2)
             self._final_report()
 
@@ -286,7 +290,7 @@ class Agent:
                     # A 429 (too many registrations from here) says when to come back: no sooner.
                     wait = max(self._backoff(failures), exc.retry_after or 0.0)
                     self._set_link(f"refused-{exc.status}", f"coordinator refused us: {exc}; retrying")
-            except (httpx.TransportError, OSError) as exc:
+            except OSError as exc:
                 failures += 1
                 wait = self._backoff(failures)
                 self._set_link("unreachable", f"coordinator {self.cfg.coordinator} unreachable "
@@ -298,6 +302,20 @@ class Agent:
     def _backoff(self, failures: int) -> float:
         cap = max(self.interval, 0.5)
         return min(cap, 0.25 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+
+
+def _trust_without_pin(url: str) -> ssl.SSLContext:
+    """HTTPS with neither a join pin nor a CA kept from enrolment: trust as the `jupiter` command
+    does (JUPITER_CA_FILE, JUPITER_CA_SHA256, this machine's leader CA, else the public CAs httpx
+    trusts). Rare (a coordinator with a certificate from a public CA), so httpx is imported only here."""
+    from shared.client import default_verify
+
+    verify = default_verify(url)
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    from httpx import create_ssl_context
+
+    return create_ssl_context()
 
 
 def install_signal_handlers(agent: Agent) -> None:

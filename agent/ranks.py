@@ -24,7 +24,7 @@ from pathlib import Path
 from shared.paths import jupiter_home
 from shared.procgroup import terminate_group
 from shared.rankenv import private_dir, rank_env, safe_part
-from shared.schemas import RankAssignment, RankOutput, RankState
+from shared.schemas.ranks import RankAssignment, RankOutput, RankState
 from shared.text import plain
 
 log = logging.getLogger("jupiter.ranks")

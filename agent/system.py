@@ -7,6 +7,7 @@ recorded outputs, so the real parsers run over real macOS output on any machine.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -53,6 +54,10 @@ class System(Protocol):
     def cpu_count(self) -> int: ...
 
     def interfaces(self) -> list[InterfaceReading]: ...
+
+    def stamps(self, patterns: list[str]) -> list[tuple[str, int]]:
+        """(path, modification time in ns) of every existing path matching these glob patterns:
+        a cheap sign that something was installed or removed there."""
 
 
 class LocalSystem:
@@ -106,6 +111,16 @@ class LocalSystem:
                                         speed_mbps=(st.speed or None) if st else None, ips=ips))
         return out
 
+    def stamps(self, patterns: list[str]) -> list[tuple[str, int]]:
+        out = []
+        for pattern in patterns:
+            for path in sorted(glob.glob(pattern)):
+                try:
+                    out.append((path, os.stat(path).st_mtime_ns))
+                except OSError:
+                    pass
+        return out
+
 
 class RecordedSystem:
     """Answers from a folder recorded on a real machine.
@@ -149,3 +164,6 @@ class RecordedSystem:
 
     def interfaces(self) -> list[InterfaceReading]:
         return [InterfaceReading(**i) for i in self.spec.get("interfaces", [])]
+
+    def stamps(self, patterns: list[str]) -> list[tuple[str, int]]:
+        return []  # a recorded machine never changes

@@ -1,7 +1,13 @@
 """Job overhead: a short 2-rank MLX ring job through Jupiter (POST /jobs until `succeeded`) beside
-the same two ranks started by hand from a ring hostfile of the same shape, in one run.
+the same two ranks started by hand from a ring hostfile of the same shape, in one run; or, with
+`--job trivial`, a 1-node job of `python -c pass` beside the same command started by hand.
 
-    .venv/bin/python bench/job_overhead_bench.py [--reps 5] [--watch sse|poll] [--detail]
+    .venv/bin/python bench/job_overhead_bench.py [--job ring|trivial] [--reps 5] [--watch sse|poll] [--detail]
+
+`--job trivial` measures what Jupiter itself adds to a job's start and end, with nothing of MLX in
+the way: the scheduler's wake-up after the submit, the orders long-poll's answer, the agent
+starting the rank, its report of the exit and the client seeing `succeeded`. Target: Jupiter's
+median within 0.1 s of the bare median (`targets` in the JSON).
 
 One coordinator (heartbeat 5 s, so the orders long-poll, not a heartbeat, carries the start) and
 two agents on this machine. After a warm-up of each kind, every repetition runs one Jupiter job and
@@ -79,7 +85,18 @@ def backoff_s(lines: list[str]) -> float:
     return sum(int(m.group(1)) for line in lines if (m := BACKOFF_LINE.search(line))) / 1000
 
 
+TRIVIAL_COMMAND = ["python", "-c", "pass"]
+TRIVIAL_TARGET_S = 0.1  # Jupiter's median at most this much above the bare median
+JOB = {"kind": "ring"}  # --job
+
+
+def trivial() -> bool:
+    return JOB["kind"] == "trivial"
+
+
 def spec() -> dict:
+    if trivial():
+        return {"command": TRIVIAL_COMMAND, "nodes": 1}
     return {"command": ["python", ALLSUM, "--backend", "ring"], "nodes": 2, "backend": "ring", "env": RING_ENV}
 
 
@@ -133,6 +150,9 @@ def run_jupiter(coord: CoordinatorProcess, watch: str) -> dict:
         done = c.job(job.id)
         if done.status != "succeeded":
             raise RunFailed(f"job {job.id} {done.status}: {done.error}\n{c.logs(job.id)[0]}")
+        if trivial():
+            return {"job_id": job.id, "seconds": elapsed, "wall0": wall0, "stamps": stamps,
+                    "output_after_succeeded": False, "backoff_s": [0.0]}
         # A rank's exit can reach the coordinator (on a heartbeat or an orders poll) before the
         # report with its last lines, so `succeeded` may come first: give the lines a moment,
         # and note it, since a client following the log stops at `succeeded`.
@@ -199,6 +219,21 @@ def run_bare(template: list[list[str]], folder: Path, python: str) -> dict:
     return {"seconds": elapsed, "hostfile": ring, "backoff_s": [backoff_s(out.splitlines()) for out in outs]}
 
 
+def run_bare_trivial(folder: Path, python: str) -> dict:
+    """The trivial job's command by hand, as the agent starts it (own session, output piped);
+    timed until it has exited and its output is read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    p = subprocess.Popen([python, *TRIVIAL_COMMAND[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=folder,
+                         start_new_session=True)
+    out, _ = p.communicate(timeout=RUN_TIMEOUT_S)
+    elapsed = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RunFailed(f"bare command exited {p.returncode}:\n{out.decode('utf-8', 'replace')}")
+    return {"seconds": elapsed, "hostfile": None, "backoff_s": [0.0]}
+
+
 # ---------------------------------------------------------------------------- interference
 
 
@@ -209,7 +244,7 @@ def others_running(ours: set[int]) -> list[str]:
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["pid"] not in ours and ("shared.cli" in cmd or "pytest" in cmd):
+        if p.info["pid"] not in ours and ("shared.cli" in cmd or "-m agent " in cmd or "pytest" in cmd):
             found.append(f"{p.info['pid']}: {cmd[:120]}")
     return found
 
@@ -241,12 +276,12 @@ def phases(run: dict, events: dict) -> dict:
     out = {"post_returned": st["posted"] - w0}
     if "starting" in st:
         out["starting_seen"] = st["starting"] - w0   # placed: status `starting` on the stream
-    for rank in (0, 1):
+    for rank in (0,) if trivial() else (0, 1):
         if rank in ev["started"]:
             out[f"rank{rank}_spawned"] = ev["started"][rank] - w0
     if "running" in st:
         out["running_seen"] = st["running"] - w0
-    if len(ev["exited"]) == 2:
+    if len(ev["exited"]) == (1 if trivial() else 2):
         out["last_rank_exited"] = max(ev["exited"].values()) - w0  # the agent saw the process end
     out["succeeded_seen"] = st["end"] - w0
     return out
@@ -270,9 +305,17 @@ def summary(jupiter: list[dict], bare: list[dict]) -> dict:
         "jupiter_median_s": r3(jm), "bare_median_s": r3(bm),
         "ratio": r3(jm / bm) if jm and bm else None,
         "overhead_median_s": r3(jm - bm) if jm is not None and bm is not None else None,
-        "target_s": r3(1.2 * bm + 0.5) if bm is not None else None,
-        "target_met": None if jm is None or bm is None else jm <= 1.2 * bm + 0.5,
     }
+    if trivial():
+        out["target_s"] = r3(bm + TRIVIAL_TARGET_S) if bm is not None else None
+        out["targets"] = {f"jupiter - bare <= {TRIVIAL_TARGET_S:g} s":
+                          None if jm is None or bm is None else jm - bm <= TRIVIAL_TARGET_S}
+        if jm is not None and bm is not None:
+            out["goals"] = [{"name": "trivial 1-node job, POST to succeeded: Jupiter median - bare median",
+                             "value": r3(jm - bm), "op": "<=", "target": TRIVIAL_TARGET_S, "unit": " s"}]
+    else:
+        out["target_s"] = r3(1.2 * bm + 0.5) if bm is not None else None
+        out["target_met"] = None if jm is None or bm is None else jm <= 1.2 * bm + 0.5
     return out
 
 
@@ -281,13 +324,16 @@ def summary(jupiter: list[dict], bare: list[dict]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--job", choices=("ring", "trivial"), default="ring",
+                    help="ring: the 2-rank MLX ring job (default); trivial: a 1-node `python -c pass`")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--watch", choices=("sse", "poll"), default="sse")
     ap.add_argument("--ring-verbose", action=argparse.BooleanOptionalAction, default=True,
                     help="MLX_RING_VERBOSE=1 in both kinds of run, to see MLX's connect backoff")
     ap.add_argument("--detail", action="store_true", help="also print every Jupiter run's phases")
     args = ap.parse_args()
-    if args.ring_verbose:
+    JOB["kind"] = args.job
+    if args.ring_verbose and not trivial():
         RING_ENV["MLX_RING_VERBOSE"] = "1"
     python = sys.executable  # the agents run ranks under the interpreter they run under: this one
     tmp = Path(tempfile.mkdtemp(prefix="jupiter-job-bench-"))
@@ -304,8 +350,12 @@ def main() -> int:
                      timeout=60, what="two agents ready")
         # Warm-up, untimed: page cache for MLX, first SQLite writes, first long-poll round trip.
         warm = run_jupiter(coord, args.watch)
-        template, template_job = ring_template(coord, warm["job_id"]), warm["job_id"]
-        run_bare(template, tmp / "bare" / "warm", python)
+        if trivial():
+            template, template_job = None, None
+            run_bare_trivial(tmp / "bare" / "warm", python)
+        else:
+            template, template_job = ring_template(coord, warm["job_id"]), warm["job_id"]
+            run_bare(template, tmp / "bare" / "warm", python)
         for i in range(args.reps):
             order = ("jupiter", "bare") if i % 2 == 0 else ("bare", "jupiter")
             for kind in order:
@@ -318,7 +368,10 @@ def main() -> int:
                     if kind == "jupiter":
                         run = run_jupiter(coord, args.watch)
                         jupiter.append(run)
-                        template, template_job = ring_template(coord, run["job_id"]), run["job_id"]
+                        if not trivial():
+                            template, template_job = ring_template(coord, run["job_id"]), run["job_id"]
+                    elif trivial():
+                        bare.append(run_bare_trivial(tmp / "bare" / str(i), python))
                     else:
                         b = run_bare(template, tmp / "bare" / str(i), python)
                         b["template_job"] = template_job
@@ -332,12 +385,12 @@ def main() -> int:
             vals = [p[key] for p in per_run if key in p]
             phase_medians[key] = r3(median(vals))
         result = {
-            "reps": args.reps, "watch": args.watch, "heartbeat_interval_s": 5.0, "ring_env": RING_ENV,
+            "job": args.job, "reps": args.reps, "watch": args.watch, "heartbeat_interval_s": 5.0, "ring_env": RING_ENV,
             "jupiter_s": [r3(r["seconds"]) for r in jupiter],
             "bare_s": [r3(b["seconds"]) for b in bare],
             **summary(jupiter, bare),
         }
-        if args.ring_verbose:
+        if args.ring_verbose and not trivial():
             # MLX sleeps before each connect retry while the other rank waits for it, so the
             # sleeps add up; the same runs net of them show what Jupiter itself adds.
             result.update({
@@ -349,9 +402,10 @@ def main() -> int:
                                        "bare_s": [r3(b["seconds"]) for b in net_of_backoff(bare)],
                                        **summary(net_of_backoff(jupiter), net_of_backoff(bare))},
             })
+        if not trivial():
+            result["rank1_spawned_before_rank0"] = sum(1 for p in per_run
+                                                       if p.get("rank1_spawned", 0) < p.get("rank0_spawned", 0))
         result.update({
-            "rank1_spawned_before_rank0": sum(1 for p in per_run
-                                              if p.get("rank1_spawned", 0) < p.get("rank0_spawned", 0)),
             "jupiter_phases_median_s_since_post": phase_medians,
             "jobs_with_output_after_succeeded": [r["job_id"] for r in jupiter if r["output_after_succeeded"]],
             "bare_hostfile_example": bare[-1]["hostfile"] if bare else None,

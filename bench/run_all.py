@@ -12,6 +12,10 @@ starts, every minute while it runs, and when it ends with its key figures. Every
 one JSON object as its last output; the runner keeps each one's stdout, stderr and JSON, and all
 of them together in `results.json`, under `--out` (default: a new folder in the temp dir).
 
+A bench may also give `goals` in its JSON: each a value against a target (`{"name", "value",
+"op": ">=" or "<", "target", "unit"}`); the runner prints one line per goal, "value (target op
+target): pass" or "FAIL", as the bench ends, and lists them under the table in the docs block.
+
 Then it writes a dated block with the commands and the key figures into docs/benchmarks.md,
 between the markers `<!-- make bench: latest -->` and `<!-- end make bench: latest -->`. The
 block is replaced on every run (appended at the end of the file the first time); nothing outside
@@ -64,11 +68,15 @@ def _fmt(v: Any, unit: str = "") -> str:
 
 
 def _registry(r: dict) -> str:
-    return (f"heartbeat / trivial endpoint {_fmt(r.get('heartbeat_vs_noop'), 'x')} "
-            f"({_fmt(r.get('heartbeat_req_per_s'))} / {_fmt(r.get('noop_req_per_s'))} req/s, "
-            f"{r.get('transport', '?')}); heartbeat p50 / p99 {_fmt(r.get('heartbeat_p50_ms'))} / "
+    return (f"heartbeat / authenticated trivial endpoint {_fmt(r.get('heartbeat_vs_auth_noop'), 'x')} "
+            f"({_fmt(r.get('heartbeat_req_per_s'))} / {_fmt(r.get('auth_noop_req_per_s'))} req/s; server CPU per "
+            f"request {_fmt(_get(r, 'server_cpu_ms_per_req', 'heartbeat'))} / "
+            f"{_fmt(_get(r, 'server_cpu_ms_per_req', 'auth_noop'), ' ms')}), / unauthenticated "
+            f"{_fmt(r.get('heartbeat_vs_noop'), 'x')} ({_fmt(r.get('noop_req_per_s'))} req/s), "
+            f"{r.get('transport', '?')}; heartbeat p50 / p99 {_fmt(r.get('heartbeat_p50_ms'))} / "
             f"{_fmt(r.get('heartbeat_p99_ms'), ' ms')}; GET /nodes ({_fmt(r.get('nodes'))} nodes) median "
-            f"{_fmt(r.get('get_nodes_median_ms'), ' ms')}")
+            f"{_fmt(r.get('get_nodes_median_ms'), ' ms')}, while heartbeats stream in "
+            f"{_fmt(r.get('get_nodes_under_heartbeats_median_ms'), ' ms')}")
 
 
 def _agent(r: dict) -> str:
@@ -91,6 +99,12 @@ def _job_overhead(r: dict) -> str:
         out += (f"; net of MLX's connect sleeps {_fmt(net.get('jupiter_median_s'), ' s')} / "
                 f"{_fmt(net.get('bare_median_s'), ' s')}")
     return out
+
+
+def _job_trivial(r: dict) -> str:
+    return (f"Jupiter median {_fmt(r.get('jupiter_median_s'), ' s')}, bare {_fmt(r.get('bare_median_s'), ' s')}, "
+            f"difference {_fmt(r.get('overhead_median_s'), ' s')}; phases (median s after POST) "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in (r.get("jupiter_phases_median_s_since_post") or {}).items()))
 
 
 def _trainer(r: dict) -> str:
@@ -143,6 +157,25 @@ def _targets(r: dict) -> str:
     return "met" + (f" (no figure for {', '.join(unknown)})" if unknown else "")
 
 
+def goals(r: dict | None) -> list[tuple[str, bool | None]]:
+    """Each goal in a bench's JSON as ('NAME: VALUE (target OP TARGET)', met); met is decided
+    here, from value, op and target, whatever the bench thought (None: unreadable)."""
+    out: list[tuple[str, bool | None]] = []
+    for g in (r or {}).get("goals") or []:
+        try:
+            value, target, op, unit = float(g["value"]), float(g["target"]), g["op"], g.get("unit", "")
+            met = {">=": value >= target, ">": value > target, "<=": value <= target, "<": value < target}[op]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            out.append((f"{g.get('name', '?') if isinstance(g, dict) else g}: (cannot read this goal)", None))
+            continue
+        out.append((f"{g.get('name', '?')}: {_fmt(value, unit)} (target {op} {_fmt(target, unit)})", met))
+    return out
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "unknown"}[met]
+
+
 # --------------------------------------------------------------------------- the benches
 
 
@@ -174,6 +207,9 @@ BENCHES: tuple[Bench, ...] = (
           "one agent's memory, CPU and connections at a 5 s heartbeat"),
     Bench("job_overhead", "bench/job_overhead_bench.py", (), ("--reps", "1"), 1200, 300, _job_overhead,
           "a 2-rank ring job through Jupiter against the same ranks started by hand"),
+    Bench("job_trivial", "bench/job_overhead_bench.py", ("--job", "trivial", "--reps", "20"),
+          ("--job", "trivial", "--reps", "3"), 600, 180, _job_trivial,
+          "a 1-node `python -c pass` job through Jupiter against the same command by hand"),
     Bench("trainer", "bench/trainer_bench.py", (), ("--steps", "8", "--reps", "1"), 2400, 600, _trainer,
           "the built-in trainer as a job against by hand and a plain MLX loop, 1 and 2 ranks"),
     Bench("load_heartbeats", "bench/load_heartbeats.py", (), ("--agents", "50", "--seconds", "5", "--procs", "1"),
@@ -335,6 +371,11 @@ def render_block(outcomes: list[Outcome], *, quick: bool, started: datetime, mac
         lines.append(f"| {o.bench.name} | `{_cell(o.command)}` | {o.seconds:.0f} s | {_cell(outcome)} | "
                      f"{_cell(o.figures())} | {_cell(_targets(o.result) if o.result else '-')} |")
     lines.append("")
+    measured = [(o.bench.name, text, met) for o in outcomes for text, met in goals(o.result)]
+    if measured:
+        lines += ["Targets, each measured against its baseline in the same run:", ""]
+        lines += [f"- {name}: {_cell(text)}: **{_verdict(met)}**" for name, text, met in measured]
+        lines.append("")
     if not_run:
         lines += [f"Not run this time: {', '.join(not_run)}.", ""]
     lines += ["Each bench's whole JSON is in `results.json` in the run's output folder (`--out`).", END]
@@ -385,6 +426,8 @@ def run_all(benches: list[Bench], *, quick: bool, out: Path, python: str, docs: 
         outcomes.append(o)
         if o.ok:
             say(f"      done in {o.seconds:.0f} s: {o.figures()}")
+            for text, met in goals(o.result):
+                say(f"      {text}: {_verdict(met)}")
         else:
             say(f"      FAILED in {o.seconds:.0f} s: {o.problem}")
             if o.stderr_tail:

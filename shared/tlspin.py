@@ -20,8 +20,6 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
-
 PREFIX = "jupiter1"
 PIN_RE = re.compile(r"^[0-9a-f]{64}$")
 TOKEN_ID_RE = re.compile(r"^(?:[a-z0-9]{6}|cluster)$")
@@ -109,6 +107,8 @@ def context_for(ca_pem: bytes) -> ssl.SSLContext:
 def fetch_pinned_ca(url: str, pin: str, *, timeout: float = 10.0) -> bytes:
     """Download the CA from `url` without trusting the connection and without sending anything
     but the request line; return it if its SHA-256 is `pin`, else raise PinMismatch."""
+    import httpx  # here, not at the top: the agent imports this module and never needs httpx
+
     with httpx.Client(base_url=url.rstrip("/"), verify=False, timeout=timeout, trust_env=False) as c:
         resp = c.get("/ca.pem")
     if resp.status_code != 200:  # not a Jupiter coordinator, or one too old to serve its CA

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import shared
-from agent.facts import linux, macos, runtime
+from agent.facts import runtime
 from agent.facts.common import (PlatformFacts, clip, derived_machine_id, finish_problems, gib,
                                 hostname, net_interfaces)
 from agent.system import LocalSystem, System
-from shared.schemas import MPIInfo, NodeFacts, ThunderboltInfo
+from shared.schemas.nodes import MPIInfo, NodeFacts, ThunderboltInfo
 
 __all__ = ["collect", "collect_cheap"]
 
@@ -26,9 +26,12 @@ T = TypeVar("T")
 
 
 def collect(system: System | None = None, *, python: str = sys.executable,
-            mlx_timeout: float = 20) -> NodeFacts:
-    """Every fact about this node; `python` is the interpreter that will run the ranks."""
+            mlx_timeout: float = 20, kept: runtime.KeptProbes | None = None) -> NodeFacts:
+    """Every fact about this node; `python` is the interpreter that will run the ranks. With
+    `kept`, the MLX and MPI probes run only when their answer may have changed."""
     system = system or LocalSystem()
+    probe_mlx = kept.mlx if kept is not None else runtime.probe_mlx
+    probe_mpi = kept.mpi if kept is not None else runtime.probe_mpi
     problems: list[str] = []
     kind = _os_kind(system.platform())
 
@@ -42,10 +45,8 @@ def collect(system: System | None = None, *, python: str = sys.executable,
                         "from the hostname, so renaming this host makes it a new node")
 
     memory = system.memory()
-    mlx = _guarded(problems, "the MLX check", lambda: runtime.probe_mlx(system, python, mlx_timeout),
-                   runtime.MLXProbe())
-    mpi = _guarded(problems, "the MPI check", lambda: runtime.probe_mpi(system, python),
-                   runtime.MPIProbe())
+    mlx = _guarded(problems, "the MLX check", lambda: probe_mlx(system, python, mlx_timeout), runtime.MLXProbe())
+    mpi = _guarded(problems, "the MPI check", lambda: probe_mpi(system, python), runtime.MPIProbe())
     problems += mlx.problems + mpi.problems + _accelerator_problems(found.device_type, mlx, python)
 
     return NodeFacts(
@@ -82,8 +83,12 @@ def collect_cheap(system: System | None, previous: NodeFacts) -> tuple[float, Th
     kind = _os_kind(system.platform())
     try:
         if kind == "macos":
+            from agent.facts import macos
+
             return available, macos.thunderbolt_cheap(system, previous.thunderbolt)
         if kind == "linux":
+            from agent.facts import linux
+
             return available, linux.thunderbolt_sysfs(system)
     except Exception:
         # A heartbeat has no room for problems: keep the last known links; the next full
@@ -97,9 +102,14 @@ def _os_kind(name: str) -> str:
 
 
 def _platform_facts(system: System, kind: str) -> PlatformFacts:
+    # Each OS's parsers load on first use: a running agent keeps only its own OS's in memory.
     if kind == "macos":
+        from agent.facts import macos
+
         return macos.collect_macos(system)
     if kind == "linux":
+        from agent.facts import linux
+
         return linux.collect_linux(system)
     return PlatformFacts(problems=[f"no fact collection for {system.platform() or 'this OS'} yet: "
                                    "only psutil's memory, cores and interfaces are reported"])

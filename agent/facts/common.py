@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from agent.system import System
-from shared.schemas import GPUInfo, NetInterface, ThunderboltInfo
+from shared.schemas.nodes import GPUInfo, NetInterface, ThunderboltInfo
 from shared.text import plain
 
 # Wire limits from shared/schemas/nodes.py. Text from the OS is untrusted in length: a garbled command

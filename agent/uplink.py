@@ -1,0 +1,191 @@
+"""The agent's four calls to the coordinator (register, heartbeat, orders, report) and the CA fetch
+of enrolment, as JSON over one kept-alive HTTP/1.1 connection, on the standard library.
+
+Everyone else uses shared/client.py, on httpx. The agent runs for months on every node, and httpx
+with its imports (http.cookiejar, idna, httpcore, h11) keeps ~7 MB resident, a fifth of what an
+idle agent may use (docs/benchmarks.md, "Idle agent"). The answers are those of shared.client:
+an answer >= 400 raises `ApiError` (status, the coordinator's `detail`, a 429's Retry-After);
+a connection that cannot be made or breaks raises an OSError (ConnectionError, TimeoutError,
+ssl.SSLError), on which the agent backs off.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import time
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import shared
+from shared.schemas.nodes import HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse
+from shared.schemas.ranks import OrdersRequest, RankReport, RankReportAck
+from shared.tlspin import PinMismatch, anchor_of, fingerprint, normalize_pin
+
+KEEP_IDLE_S = 60.0  # below the coordinator's 75 s, so it never closes a connection we are about to reuse
+USER_AGENT = f"jupiter-agent/{shared.__version__}"
+
+M = TypeVar("M")
+
+
+class ApiError(Exception):
+    """The coordinator answered with an error; `detail` is its own explanation."""
+
+    def __init__(self, status: int, detail: Any, retry_after: float | None = None):
+        self.status, self.detail = status, detail
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
+        super().__init__(f"HTTP {status}: {format_detail(detail)}")
+
+
+class BrokenAnswer(ConnectionError):
+    """The connection gave something that is not an HTTP answer (cut short, garbled)."""
+
+
+def format_detail(detail: Any) -> str:
+    """As shared.client words it: FastAPI's validation errors name their field."""
+    if isinstance(detail, list):
+        parts = []
+        for e in detail:
+            if isinstance(e, dict):
+                loc = ".".join(str(p) for p in e.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {e.get('msg', '')}" if loc else str(e.get("msg", "")))
+            else:
+                parts.append(str(e))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, min(float(value), 3600.0)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Connection:
+    """One HTTP/1.1 connection to the coordinator, opened when needed and kept between requests.
+    Not thread-safe: the agent keeps one per thread."""
+
+    def __init__(self, url: str, token: str | None, *, context: ssl.SSLContext | None, timeout: float = 10.0):
+        parts = urlsplit(url)
+        self.https = parts.scheme.lower() == "https"
+        self.host, self.port = parts.hostname or "", parts.port
+        self.prefix = parts.path.rstrip("/")
+        self.context = context
+        self.timeout = timeout
+        self.headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self._conn: http.client.HTTPConnection | None = None
+        self._idle_since = 0.0
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self, timeout: float) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+                ) -> tuple[int, bytes]:
+        """(status, body) of an answer under 400; ApiError for >= 400, OSError when the connection
+        fails. A kept connection that the coordinator closed meanwhile is retried once on a new one."""
+        timeout = self.timeout if timeout is None else timeout
+        if self._conn is not None and time.monotonic() - self._idle_since > KEEP_IDLE_S:
+            self.close()
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        reused = self._conn is not None
+        try:
+            resp, data = self._exchange(method, path, body, headers, timeout)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+            # Closed while it sat idle, before our request reached the server: say it again.
+            resp, data = self._exchange(method, path, body, headers, timeout)
+        if resp.status >= 400:
+            try:
+                detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
+            except (ValueError, AttributeError):
+                detail = data.decode("utf-8", "replace")
+            raise ApiError(resp.status, detail, _retry_after(resp.getheader("retry-after")))
+        return resp.status, data
+
+    def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float
+                  ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its whole answer on the kept connection (opened if there is none); the
+        connection is dropped after any failure and whenever the server says it will close it."""
+        if self._conn is None:
+            self._conn = self._open(timeout)
+        conn = self._conn
+        try:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            conn.request(method, self.prefix + path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (http.client.RemoteDisconnected, OSError):
+            self.close()
+            raise
+        except http.client.HTTPException as exc:
+            self.close()
+            raise BrokenAnswer(f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+        if resp.will_close:
+            self.close()
+        else:
+            self._idle_since = time.monotonic()
+        return resp, data
+
+    def _json(self, method: str, path: str, req, model: type[M], **dump) -> M:
+        timeout = dump.pop("timeout", None)
+        _, data = self.request(method, path, req.model_dump_json(**dump).encode(), timeout=timeout)
+        return model.model_validate_json(data)
+
+    # ------------------------------------------------------------------ the calls
+
+    def register(self, req: RegisterRequest) -> RegisterResponse:
+        return self._json("POST", "/nodes/register", req, RegisterResponse)
+
+    def heartbeat(self, node_id: str, req: HeartbeatRequest) -> HeartbeatResponse:
+        return self._json("PUT", f"/nodes/{node_id}/heartbeat", req, HeartbeatResponse, exclude_none=True)
+
+    def orders(self, node_id: str, req: OrdersRequest) -> HeartbeatResponse:
+        return self._json("POST", f"/nodes/{node_id}/orders", req, HeartbeatResponse, timeout=req.wait_s + 15)
+
+    def report(self, node_id: str, req: RankReport) -> RankReportAck:
+        return self._json("POST", f"/nodes/{node_id}/report", req, RankReportAck)
+
+
+def fetch_pinned_ca(url: str, pin: str, *, timeout: float = 10.0) -> bytes:
+    """shared.tlspin.fetch_pinned_ca without httpx: the CA from `GET /ca.pem`, over a connection
+    not yet trusted and carrying nothing but the request line, if its SHA-256 is `pin`; else
+    PinMismatch."""
+    blind = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE
+    with Connection(url, None, context=blind, timeout=timeout) as c:
+        c.headers = {}
+        try:
+            status, pem = c.request("GET", "/ca.pem")
+        except ApiError as exc:
+            status = exc.status
+        if status != 200:  # not a Jupiter coordinator, or one too old to serve its CA
+            raise BrokenAnswer(f"GET {url}/ca.pem answered {status}")
+    got = fingerprint(pem)
+    if got != normalize_pin(pin):
+        raise PinMismatch(url, normalize_pin(pin), got)
+    return anchor_of(pem)
