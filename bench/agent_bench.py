@@ -29,7 +29,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import AgentProcess, CoordinatorProcess, wait_for  # noqa: E402
+from tests.support.harness import AgentProcess, CoordinatorProcess, wait_for  # noqa: E402
 
 RSS_TARGET_MB = 35.0
 CPU_TARGET_PERCENT = 0.2

@@ -59,9 +59,9 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import AgentProcess, CoordinatorProcess, free_port, wait_for  # noqa: E402
+from tests.support.harness import AgentProcess, CoordinatorProcess, free_port, wait_for  # noqa: E402
 
-ALLSUM = str(REPO / "tests" / "ranks" / "allsum.py")
+ALLSUM = str(REPO / "tests" / "support" / "ranks" / "allsum.py")
 EXPECTED = "sum [0, 3, 6, 9]"
 RUN_TIMEOUT_S = 60.0
 SETTLE_S = 0.5  # quiet time before each timed run, so one run's tail does not land in the next

@@ -48,7 +48,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import CoordinatorProcess, sample_facts, registration  # noqa: E402
+from tests.support.harness import CoordinatorProcess, sample_facts, registration  # noqa: E402
 
 THUNDERBOLT = sample_facts()["thunderbolt"]
 

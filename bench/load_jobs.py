@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/load_jobs.py [--jobs 100] [--agents 3] [--timeout 600]
 
-One coordinator and `--agents` real agents (tests/harness.py: `jupiter coordinator`, `jupiter
+One coordinator and `--agents` real agents (tests/support/harness.py: `jupiter coordinator`, `jupiter
 agent`, all on 127.0.0.1). `--jobs` jobs `["python", "-c", "print('x')"]` on the ring backend,
 alternately on 1 and 2 nodes, are POSTed concurrently; then the run waits until every job has
 ended (bounded by `--timeout`).
@@ -40,7 +40,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.harness import AgentProcess, CoordinatorProcess, wait_for  # noqa: E402
+from tests.support.harness import AgentProcess, CoordinatorProcess, wait_for  # noqa: E402
 
 COMMAND = ["python", "-c", "print('x')"]
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -37,7 +37,7 @@ from coordinator.app import create_app
 from coordinator.settings import Settings
 from coordinator.tokens import CLUSTER_GRANT
 from shared.schemas import RegisterRequest
-from tests.harness import registration, sample_facts
+from tests.support.harness import registration, sample_facts
 
 CLUSTER_YAML = """backend: mpi
 nodes:

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared.tlspin import context_for  # noqa: E402
-from tests.harness import free_port, sample_facts, wait_for, registration  # noqa: E402
+from tests.support.harness import free_port, sample_facts, wait_for, registration  # noqa: E402
 
 # Environment tokens must be at least 32 characters long.
 JOIN = "bench-join-" + "b" * 32

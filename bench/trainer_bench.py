@@ -181,7 +181,7 @@ def ratio(a, b):
 
 
 def free_ports(n: int) -> list[int]:
-    from tests.harness import free_port
+    from tests.support.harness import free_port
 
     ports: set[int] = set()
     while len(ports) < n:
@@ -533,7 +533,7 @@ def main() -> int:
         ap.error("--steps must exceed --skip by at least 3")
 
     from shared.presets import get_preset
-    from tests.harness import AgentProcess, CoordinatorProcess, wait_for
+    from tests.support.harness import AgentProcess, CoordinatorProcess, wait_for
 
     p = get_preset(PRESET)
     tps = p.batch_size * p.seq_len  # global tokens per optimizer step (sync every 1)

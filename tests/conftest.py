@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import AgentProcess, CoordinatorProcess
+from tests.support.harness import AgentProcess, CoordinatorProcess
 
 
 @pytest.fixture

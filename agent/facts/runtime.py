@@ -23,7 +23,7 @@ MLX_MARKER = "JUPITER_MLX_PROBE "
 # Run as `python -c MLX_PROBE`. It must run on any Python 3 without the agent's packages (the
 # rank Python may be a bare venv), never raise, and always print one marked JSON line.
 # The tiny eval proves the default device really computes, not just that the import worked.
-# Changing this text changes the recorded command keys in tests/fixtures/facts/*/system.json.
+# Changing this text changes the recorded command keys in tests/support/fixtures/facts/*/system.json.
 MLX_PROBE = """\
 import json, platform, sys
 r = {"python": platform.python_version(), "executable": sys.executable}

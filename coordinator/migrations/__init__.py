@@ -9,7 +9,7 @@ A new schema change is a new file in versions/: the next number as `revision`, t
 `down_revision`, `meta.schema_version` set to that number, and `op` calls for the change (ALTERs
 inside `op.batch_alter_table`, which SQLite needs). A new table needs a revision too. Revisions
 define the tables they touch themselves and import nothing from store.py, so they keep doing what
-they did when the models move on. tests/test_migrations.py checks that head equals the models.
+they did when the models move on. tests/system/test_migrations.py checks that head equals the models.
 """
 
 from coordinator.migrations.runner import HEAD_VERSION, SchemaError, migrate

@@ -21,7 +21,7 @@ from shared.schemas.common import (
 from shared.schemas.ranks import RankAssignment, RankState, StopOrder
 
 # The words are shared/status.py's enums; Literal here keeps the OpenAPI page a plain list of strings
-# (tests/test_status_words.py checks the two agree).
+# (tests/unit/test_status_words.py checks the two agree).
 NodeStatus = Literal["ready", "busy", "draining", "down", "pending"]
 
 

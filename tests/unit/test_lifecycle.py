@@ -15,7 +15,7 @@ from coordinator.store import Store
 from shared.cluster_config import load_cluster_config
 from shared.progress import PREFIX
 from shared.schemas import JobSpec, RankOutput, RankReport, RankState, RegisterRequest
-from tests.harness import registration, sample_facts
+from tests.support.harness import registration, sample_facts
 
 
 class Cluster:

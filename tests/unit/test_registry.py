@@ -10,7 +10,7 @@ from coordinator.store import NodeRow, Store
 from shared.cluster_config import load_cluster_config
 from shared.schemas import HeartbeatRequest, RegisterRequest
 from shared.status import NodeStatus
-from tests.harness import registration, sample_facts
+from tests.support.harness import registration, sample_facts
 
 
 def _registry(tmp_path) -> tuple[Registry, str]:

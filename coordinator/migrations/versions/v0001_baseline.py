@@ -1,6 +1,6 @@
 """Schema version 1, the first one Jupiter kept: nodes, their events, jobs and their ranks.
 
-Exactly the tables a version-1 coordinator made (tests/fixtures/db/v1.sql is one). A database made
+Exactly the tables a version-1 coordinator made (tests/support/fixtures/db/v1.sql is one). A database made
 then is stamped at this revision rather than run through it.
 """
 

@@ -1,0 +1,1 @@
+"""What the tests share: processes and namespaces to start (harness, netns), rank programs, recorded fixtures."""
