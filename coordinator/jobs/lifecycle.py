@@ -157,7 +157,10 @@ class Jobs:
             decision = t.decide(job_facts(row), rank_facts(ranks), event)
             for effect in decision.effects:
                 self._apply(row, effect)
-        self.on_change(job_id)
+        # A tick that changed nothing is not news: on_change wakes the scheduler, which ticks
+        # again, so telling of it would keep the coordinator busy for as long as a job runs.
+        if decision.effects or not isinstance(event, t.Tick):
+            self.on_change(job_id)
         return decision
 
     # ---------------------------------------------------------------- effects

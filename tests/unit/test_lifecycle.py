@@ -116,6 +116,20 @@ def test_pending_until_placed_then_starting_running_succeeded(cluster):
     assert "all ranks running" in cluster.log(job) and "succeeded" in cluster.log(job)
 
 
+def test_a_tick_that_changes_nothing_wakes_nobody(cluster):
+    """on_change wakes the scheduler, which ticks: a tick that told of no change kept the
+    coordinator spinning a whole core for as long as any job ran."""
+    job = cluster.submit(nodes=2)
+    cluster.jobs.schedule()
+    cluster.run_both(job)
+    told: list[str] = []
+    cluster.jobs.on_change = told.append
+    cluster.jobs.tick()
+    assert told == [] and cluster.status(job) == "running"
+    cluster.say("a", job, 0, "exited", code=0)  # a real change is still told
+    assert told == [job]
+
+
 def test_a_failing_rank_fails_the_job_and_the_other_is_told_to_stop(cluster):
     job = cluster.submit(nodes=2)
     cluster.jobs.schedule()
