@@ -15,11 +15,17 @@ import http.client
 import json
 import ssl
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import shared
-from shared.schemas.nodes import HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse
+from shared.apierror import ApiError, retry_after
+from shared.schemas.nodes import (
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+)
 from shared.schemas.ranks import OrdersRequest, RankReport, RankReportAck
 from shared.tlspin import PinMismatch, anchor_of, fingerprint, normalize_pin
 
@@ -29,38 +35,8 @@ USER_AGENT = f"jupiter-agent/{shared.__version__}"
 M = TypeVar("M")
 
 
-class ApiError(Exception):
-    """The coordinator answered with an error; `detail` is its own explanation."""
-
-    def __init__(self, status: int, detail: Any, retry_after: float | None = None):
-        self.status, self.detail = status, detail
-        self.retry_after = retry_after  # seconds, from a 429's Retry-After
-        super().__init__(f"HTTP {status}: {format_detail(detail)}")
-
-
 class BrokenAnswer(ConnectionError):
     """The connection gave something that is not an HTTP answer (cut short, garbled)."""
-
-
-def format_detail(detail: Any) -> str:
-    """As shared.client words it: FastAPI's validation errors name their field."""
-    if isinstance(detail, list):
-        parts = []
-        for e in detail:
-            if isinstance(e, dict):
-                loc = ".".join(str(p) for p in e.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {e.get('msg', '')}" if loc else str(e.get("msg", "")))
-            else:
-                parts.append(str(e))
-        return "; ".join(parts)
-    return str(detail)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, min(float(value), 3600.0)) if value is not None else None
-    except ValueError:
-        return None
 
 
 class Connection:
@@ -119,7 +95,7 @@ class Connection:
                 detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
             except (ValueError, AttributeError):
                 detail = data.decode("utf-8", "replace")
-            raise ApiError(resp.status, detail, _retry_after(resp.getheader("retry-after")))
+            raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
         return resp.status, data
 
     def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float

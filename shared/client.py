@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import ssl
 from pathlib import Path
-from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
 
 from shared import settings
+from shared.apierror import ApiError, format_detail, retry_after  # noqa: F401 (ApiError, format_detail: imported from here)
 from shared.paths import read_secret
-from shared.tlspin import context_for, fetch_pinned_ca, is_https
 from shared.schemas import (
     ClusterSummary,
     HeartbeatRequest,
@@ -33,35 +32,11 @@ from shared.schemas import (
     TokenCreate,
     TokenOut,
 )
-
-
-class ApiError(Exception):
-    """The coordinator answered with an error; `detail` is its own explanation."""
-
-    def __init__(self, status: int, detail: Any, retry_after: float | None = None):
-        self.status, self.detail = status, detail
-        self.retry_after = retry_after  # seconds, from a 429's Retry-After
-        super().__init__(f"HTTP {status}: {format_detail(detail)}")
-
-
-def format_detail(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI validation errors: name the field
-        parts = []
-        for e in detail:
-            if isinstance(e, dict):
-                loc = ".".join(str(p) for p in e.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {e.get('msg', '')}" if loc else str(e.get("msg", "")))
-            else:
-                parts.append(str(e))
-        return "; ".join(parts)
-    return str(detail)
+from shared.tlspin import context_for, fetch_pinned_ca, is_https
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        return max(0.0, min(float(resp.headers["retry-after"]), 3600.0))
-    except (KeyError, ValueError):
-        return None
+    return retry_after(resp.headers.get("retry-after"))
 
 
 def default_url() -> str:
