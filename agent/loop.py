@@ -22,10 +22,11 @@ from agent.facts.runtime import KeptProbes
 from agent.ranks import RankRunner, default_work_dir
 from agent.state import AgentState, Enrolment, SetupError, find_join_token
 from agent.system import LocalSystem, System
-from agent.uplink import ApiError, Connection, fetch_pinned_ca
+from agent.uplink import ApiError, Connection
 from shared.schemas.nodes import HeartbeatRequest, HeartbeatResponse, NodeFacts, RegisterRequest
 from shared.schemas.ranks import OrdersRequest, RankReport
-from shared.tlspin import JoinString, PinMismatch, context_for, fingerprint, is_https, is_loopback_url, parse_join
+from shared.tlspin import (JoinString, PinMismatch, context_for, fetch_pinned_ca, fingerprint, is_https,
+                           is_loopback_url, parse_join)
 
 log = logging.getLogger("jupiter.agent")
 

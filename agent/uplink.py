@@ -1,5 +1,6 @@
-"""The agent's four calls to the coordinator (register, heartbeat, orders, report) and the CA fetch
-of enrolment, as JSON over one kept-alive HTTP/1.1 connection, on the standard library.
+"""The agent's four calls to the coordinator (register, heartbeat, orders, report), as JSON over
+one kept-alive HTTP/1.1 connection, on the standard library (the CA fetch of enrolment is
+shared.tlspin.fetch_pinned_ca, standard library too).
 
 Everyone else uses shared/client.py, on httpx. The agent runs for months on every node, and httpx
 with its imports (http.cookiejar, idna, httpcore, h11) keeps ~7 MB resident, a fifth of what an
@@ -27,7 +28,6 @@ from shared.schemas.nodes import (
     RegisterResponse,
 )
 from shared.schemas.ranks import OrdersRequest, RankReport, RankReportAck
-from shared.tlspin import PinMismatch, anchor_of, fingerprint, normalize_pin
 
 KEEP_IDLE_S = 60.0  # below the coordinator's 75 s, so it never closes a connection we are about to reuse
 USER_AGENT = f"jupiter-agent/{shared.__version__}"
@@ -145,23 +145,3 @@ class Connection:
 
     def report(self, node_id: str, req: RankReport) -> RankReportAck:
         return self._json("POST", f"/nodes/{node_id}/report", req, RankReportAck)
-
-
-def fetch_pinned_ca(url: str, pin: str, *, timeout: float = 10.0) -> bytes:
-    """shared.tlspin.fetch_pinned_ca without httpx: the CA from `GET /ca.pem`, over a connection
-    not yet trusted and carrying nothing but the request line, if its SHA-256 is `pin`; else
-    PinMismatch."""
-    blind = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE
-    with Connection(url, None, context=blind, timeout=timeout) as c:
-        c.headers = {}
-        try:
-            status, pem = c.request("GET", "/ca.pem")
-        except ApiError as exc:
-            status = exc.status
-        if status != 200:  # not a Jupiter coordinator, or one too old to serve its CA
-            raise BrokenAnswer(f"GET {url}/ca.pem answered {status}")
-    got = fingerprint(pem)
-    if got != normalize_pin(pin):
-        raise PinMismatch(url, normalize_pin(pin), got)
-    return anchor_of(pem)

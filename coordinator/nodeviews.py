@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.schemas import DeclaredNode, MPIInfo, NodeFacts, NodeOut, ThunderboltInfo

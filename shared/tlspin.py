@@ -106,18 +106,32 @@ def context_for(ca_pem: bytes) -> ssl.SSLContext:
 
 def fetch_pinned_ca(url: str, pin: str, *, timeout: float = 10.0) -> bytes:
     """Download the CA from `url` without trusting the connection and without sending anything
-    but the request line; return it if its SHA-256 is `pin`, else raise PinMismatch."""
-    import httpx  # here, not at the top: the agent imports this module and never needs httpx
+    but the request line (and Host); return it if its SHA-256 is `pin`, else raise PinMismatch.
+    Standard library only: the agent uses it too, and must not load an HTTP library for it.
+    A coordinator that cannot be reached or answers other than 200 is an OSError."""
+    import http.client
 
-    with httpx.Client(base_url=url.rstrip("/"), verify=False, timeout=timeout, trust_env=False) as c:
-        resp = c.get("/ca.pem")
-    if resp.status_code != 200:  # not a Jupiter coordinator, or one too old to serve its CA
-        raise httpx.RemoteProtocolError(f"GET {url}/ca.pem answered {resp.status_code}", request=resp.request)
-    pem = resp.content
+    parts = urlsplit(url)
+    blind = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    blind.check_hostname, blind.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=timeout, context=blind)
+    try:
+        conn.request("GET", "/ca.pem")
+        resp = conn.getresponse()
+        pem = resp.read(MAX_CA_BYTES + 1)
+    except http.client.HTTPException as exc:  # garbled or cut short: not an HTTP answer
+        raise ConnectionError(f"GET {url}/ca.pem: {exc!r}") from None
+    finally:
+        conn.close()
+    if resp.status != 200 or len(pem) > MAX_CA_BYTES:  # not a Jupiter coordinator, or one too old to serve it
+        raise ConnectionError(f"GET {url}/ca.pem answered {resp.status}" + (" (too large)" if resp.status == 200 else ""))
     got = fingerprint(pem)
     if got != normalize_pin(pin):
         raise PinMismatch(url, normalize_pin(pin), got)
     return anchor_of(pem)
+
+
+MAX_CA_BYTES = 64 * 1024  # a CA certificate is about 1 KB; a chain a few
 
 
 def is_loopback(host: str) -> bool:

@@ -33,3 +33,5 @@ def call(fn):
                  f"coordinator logs it at start; it is the second field of a join string) or JUPITER_CA_FILE "
                  f"to its ca.pem ({exc})")
         fail(f"cannot reach the coordinator at {default_url()} ({type(exc).__name__}); is it running?")
+    except OSError as exc:  # fetching its CA for JUPITER_CA_SHA256 (shared.tlspin, standard library)
+        fail(f"cannot reach the coordinator at {default_url()} ({type(exc).__name__}: {exc}); is it running?")
