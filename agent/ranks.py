@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class Rank:
     stop_grace_s: float = STOP_GRACE_S
     stop_reason: str = "stopped by Jupiter"
     ended_at: float | None = None
+    folder: Path | None = None                       # where it runs (its cwd)
 
 
 def port_problem(a: RankAssignment) -> str | None:
@@ -93,11 +95,22 @@ def work_dir_problem(work_dir: Path, state_dir: Path) -> str | None:
     return None
 
 
+# Before a rank starts: fill its folder (the job's workdir, a restarted attempt's artifacts).
+# Returns why it cannot start, or None. Runs on the rank's own thread, so a slow fetch holds up
+# only that rank.
+Prepare = Callable[[RankAssignment, Path], "str | None"]
+# After a rank's process ended and before its exit is told: upload what it left (artifacts).
+Collect = Callable[[RankAssignment, Path, int], None]
+
+
 class RankRunner:
-    def __init__(self, work_dir: Path, python: str, node_name: str):
+    def __init__(self, work_dir: Path, python: str, node_name: str, *,
+                 prepare: Prepare | None = None, collect: Collect | None = None):
         self.work_dir = Path(work_dir)  # ranks run below it; never the agent's state dir
         self.python = python
         self.node_name = node_name
+        self.prepare = prepare
+        self.collect = collect
         self._ranks: dict[tuple[str, int, int], Rank] = {}  # (job, attempt, rank)
         self._lock = threading.Lock()
         self.changed = threading.Event()  # wakes the reporter
@@ -111,32 +124,66 @@ class RankRunner:
                 return  # orders repeat until our report arrives; start each rank once
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
         problem = port_problem(a) if safe_part(a.job_id) else f"cannot start: bad job id {a.job_id!r}"
-        folder = self.work_dir / "jobs" / a.job_id / str(a.attempt)
-        if problem:
+        if problem:  # at once: the port is checked as the order arrives
             self._exited(r, 98, problem)
             return
+        threading.Thread(target=self._run, args=(r, a), name=f"rank-{a.job_id}-{a.rank}", daemon=True).start()
+
+    def rank_folder(self, a: RankAssignment) -> Path:
+        """Where the rank runs: the attempt's folder, or with a workdir its own unpacked copy."""
+        folder = self.work_dir / "jobs" / a.job_id / str(a.attempt)
+        return folder / f"rank-{a.rank}" if a.workdir else folder
+
+    def _run(self, r: Rank, a: RankAssignment) -> None:
+        """Prepare, start, then pump the rank's output until it ends (the rank's own thread)."""
+        folder = r.folder = self.rank_folder(a)
         try:
             private_dir(self.work_dir)
             folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._exited(r, 127, f"cannot start: cannot make its folder {folder}: {exc.strerror or exc}")
+            return
+        if self.prepare is not None:
+            problem = self.prepare(a, folder)
+            if problem:
+                self._exited(r, 97, problem)
+                return
+        try:
             env = self._env(a, folder)
             argv = list(a.command)
             if argv[0] in ("python", "python3"):
                 argv[0] = self.python  # the interpreter the agent runs ranks with (docs/jobs.md)
-            r.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, cwd=folder, start_new_session=True, bufsize=0)
+            with self._lock:  # a stop either came before (no process) or finds r.proc
+                if r.stopping:
+                    stopped = True
+                else:
+                    stopped = False
+                    r.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env, cwd=folder,
+                                              start_new_session=True, bufsize=0)
         except OSError as exc:
             self._exited(r, 127, f"cannot start {a.command[0]!r}: {exc.strerror or exc}")
+            return
+        if stopped:  # stopped while its folder was being filled
+            self._exited(r, -15, r.stop_reason)
             return
         log.info("started rank %d of %s (pid %d)", a.rank, a.job_id, r.proc.pid)
         r.state = "running"
         self.changed.set()
-        threading.Thread(target=self._pump, args=(r,), name=f"rank-{a.job_id}-{a.rank}", daemon=True).start()
+        self._pump(r)
+        code = r.proc.wait()
+        if self.collect is not None:
+            try:
+                self.collect(a, folder, code)
+            except Exception:  # what it left is lost, the rank's end is not
+                log.exception("collecting what rank %d of %s left failed", a.rank, a.job_id)
+        self._exited(r, code, r.stop_reason if r.stopping else None)
 
     def _env(self, a: RankAssignment, folder: Path) -> dict[str, str]:
         # Ranks run user code: an allowlist of ours, never a copy (no token, no $JUPITER_HOME).
         own = dict(JUPITER_JOB_ID=a.job_id, JUPITER_RANK=str(a.rank), JUPITER_WORLD_SIZE=str(a.world_size),
                    JUPITER_LOCAL_RANK=str(a.local_rank), JUPITER_NODE=self.node_name, JUPITER_ATTEMPT=str(a.attempt),
-                   JUPITER_JOB_DIR=str(folder.parent), PWD=str(folder))
+                   JUPITER_JOB_DIR=str(self.work_dir / "jobs" / a.job_id), PWD=str(folder))
         if a.backend == "ring" and a.hostfile is not None:
             hostfile = folder / f"hostfile-{a.rank}.json"
             hostfile.write_text(json.dumps(a.hostfile))
@@ -154,8 +201,6 @@ class RankRunner:
                     del r.lines[:drop]
                     r.first_seq += drop
             self.changed.set()
-        code = r.proc.wait()
-        self._exited(r, code, r.stop_reason if r.stopping else None)
 
     def _exited(self, r: Rank, code: int, reason: str | None) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["mpi", "ring", "jaccl"] = "mpi"
+    backend: Literal["mpi", "ring", "jaccl"] = "ring"  # agents start ranks themselves: no SSH between the Macs
     use_thunderbolt_bridge: bool = True
     network_interface: str | None = None
     sync_every_n_steps: int = Field(1, ge=1, le=100_000)

@@ -52,5 +52,7 @@ def assignments(job: JobRow, mine: list[RankRow], everyone: list[RankRow]) -> li
     return [RankAssignment(job_id=job.id, rank=r.rank, attempt=r.attempt, world_size=job.world_size,
                            command=command, stop_grace_s=stop_grace_of(spec), env=spec.env,
                            secret_env=spec.secret_env, backend=job.backend, hostfile=ring,
-                           start_timeout_s=spec.start_timeout_s, local_rank=r.local_rank)
+                           start_timeout_s=spec.start_timeout_s, local_rank=r.local_rank,
+                           workdir=spec.workdir, artifacts=list(spec.artifacts) if r.rank == 0 else [],
+                           restore_artifacts=r.attempt > 0 and bool(spec.artifacts))
             for r in sorted(mine, key=lambda r: r.rank)]

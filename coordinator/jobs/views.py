@@ -34,7 +34,8 @@ def job_out(job: JobRow, *, history: bool = True, env: bool = True) -> JobOut:
         idempotency_key=job.idempotency_key, attempt=job.attempt,
         attempts=[AttemptOut(attempt=a["attempt"], nodes=a["nodes"], error=a["error"],
                              started_at=utc(a["started_at"]), ended_at=utc(a["ended_at"]))
-                  for a in job.attempts or []])
+                  for a in job.attempts or []],
+        workdir=spec.workdir, artifacts=list(spec.artifacts))
 
 
 def job_detail(job: JobRow, ranks: list[RankRow]) -> JobDetail:

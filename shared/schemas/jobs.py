@@ -6,10 +6,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.rankenv import RANK_VARS
-from shared.schemas.common import NodeName, Role, Wire
+from shared.schemas.common import NodeName, PlainText, Role, Wire
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
@@ -18,6 +18,23 @@ JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "ca
 Backend = Literal["ring", "mpi", "jaccl"]
 Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
 EnvValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00]*$")]
+# How rank output is read for progress (docs/progress.md): `auto` reads Jupiter's own lines and
+# mlx-lm's reports, `jupiter` only JUPITER_PROGRESS lines, `mlx-lm` only mlx-lm's, `none` nothing.
+ProgressFormat = Literal["auto", "jupiter", "mlx-lm", "none"]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _relative_glob(value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or "\\" in value:
+        raise ValueError(f"{value!r} must be a path relative to rank 0's folder, without '..' or backslashes")
+    return value
+
+
+# A glob relative to rank 0's folder ("adapters/**", "checkpoints/latest/*.safetensors"): never
+# absolute, never climbing out with "..", plain text.
+ArtifactGlob = Annotated[str, StringConstraints(min_length=1, max_length=256), PlainText,
+                         AfterValidator(_relative_glob)]
 
 
 class JobSpec(Wire):
@@ -58,6 +75,15 @@ class JobSpec(Wire):
         "Relaunch after a failed rank or node, on the remaining eligible nodes. Default: 2 for the "
         "built-in trainer when cluster.yaml has auto_restart_failed_nodes, else 0."))
     idempotency_key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    progress_format: ProgressFormat = Field("auto", description=(
+        "How rank output is read for progress: auto (Jupiter's lines and mlx-lm's reports), jupiter, "
+        "mlx-lm or none (docs/progress.md)."))
+    workdir: Sha256 | None = Field(None, description=(
+        "SHA-256 of an archive uploaded with PUT /files/{sha256}: every rank runs in its own unpacked "
+        "copy (docs/jobs.md#workdir)."))
+    artifacts: list[ArtifactGlob] = Field(default_factory=list, max_length=64, description=(
+        "Globs of files in rank 0's folder kept by the coordinator when it ends "
+        "(GET /jobs/{id}/artifacts, docs/jobs.md#artifacts)."))
 
     @model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
@@ -119,6 +145,8 @@ class JobOut(BaseModel):
     idempotency_key: str | None = None
     attempt: int = Field(0, description="0 for the first run; n after n automatic restarts.")
     attempts: list[AttemptOut] = Field(default_factory=list, description="Earlier attempts that failed.")
+    workdir: str | None = Field(None, description="SHA-256 of the job's uploaded workdir archive, if any.")
+    artifacts: list[str] = Field(default_factory=list, description="The job's artifact globs.")
 
 
 class RankOut(BaseModel):

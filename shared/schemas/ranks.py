@@ -38,6 +38,12 @@ class RankAssignment(Wire):
     start_timeout_s: float = 60.0
     stop_grace_s: float = Field(5.0, description="Seconds between TERM and KILL when stopping (a trainer "
                                                  "saves its checkpoint in between).")
+    workdir: str | None = Field(None, description="SHA-256 of the archive to fetch (GET /files/{sha256}) and "
+                                                  "unpack into the rank's folder before it starts.")
+    artifacts: list[str] = Field(default_factory=list, description="Rank 0 only: globs of its folder to upload "
+                                                                   "when it ends (the job's artifacts).")
+    restore_artifacts: bool = Field(False, description="A restarted attempt: fetch the job's artifacts into "
+                                                       "the rank's folder first, so it resumes from them.")
 
 
 class StopOrder(Wire):
