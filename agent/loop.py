@@ -24,7 +24,7 @@ from agent.state import AgentState, Enrolment, SetupError, find_join_token
 from agent.system import LocalSystem, System
 from agent.uplink import ApiError, Connection
 from shared.schemas.nodes import HeartbeatRequest, HeartbeatResponse, NodeFacts, RegisterRequest
-from shared.schemas.ranks import OrdersRequest, RankReport
+from shared.schemas.ranks import OrdersRequest, RankAssignment, RankReport
 from shared.tlspin import (JoinString, PinMismatch, context_for, fetch_pinned_ca, fingerprint, is_https,
                            is_loopback_url, parse_join)
 
@@ -59,7 +59,8 @@ class Agent:
         self._sent_facts_json: str | None = None
         self._link = "starting"  # for one log line per state change
         self.instance = secrets.token_hex(8)  # tells the coordinator when this agent restarted
-        self.runner = RankRunner(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.python, cfg.name)
+        self.runner = RankRunner(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.python, cfg.name,
+                                 prepare=self._prepare_rank, collect=self._collect_rank)
         self._local = threading.local()
         self._ssl = None  # how the coordinator is verified, settled at first contact
         self._reported = False  # whether a report (the first is `complete`) has gone through
@@ -131,6 +132,26 @@ class Agent:
                 local.client.close()
             local.client, local.token = self._client(token), token
         return local.client
+
+    # ------------------------------------------------------------------ a rank's folder
+    # Imported when a rank needs them, not at start: an idle agent keeps its footprint small.
+
+    def _prepare_rank(self, a: RankAssignment, folder: Path) -> str | None:
+        """Fill a rank's folder before it starts: the job's workdir, a restarted attempt's artifacts."""
+        from agent import artifacts, workdir
+
+        return (workdir.prepare(self._rank_client, self.enrolment.node_id, self.runner.work_dir, a, folder)
+                or artifacts.restore(self._rank_client, self.enrolment.node_id, a, folder))
+
+    def _collect_rank(self, a: RankAssignment, folder: Path, code: int) -> None:
+        """Upload what rank 0 left (the job's artifacts) before its end is reported."""
+        from agent import artifacts
+
+        artifacts.collect(self._rank_client, self.enrolment.node_id, a, folder, code)
+
+    def _rank_client(self) -> Connection:
+        """A new connection with our node token, for a rank's transfers (the caller closes it)."""
+        return self._client(self.enrolment.node_token)
 
     def _register(self, previous: Enrolment | None = None) -> Enrolment:
         join = self._join_string()
