@@ -38,6 +38,7 @@ def build(row: Any, status: str, facts: NodeFacts | None) -> NodeOut:
         python_version=f.python_version if f else None,
         mlx_version=f.mlx_version if f else None,
         mlx_device=f.mlx_device if f else None,
+        mlx_lm_version=f.mlx_lm_version if f else None,
         mpi=f.mpi if f else MPIInfo(),
         thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
         declared=declared, problems=[],  # filled in by coordinator.problems.Surveyor

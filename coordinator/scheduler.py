@@ -63,6 +63,8 @@ def _why_not(node: NodeOut, spec: JobSpec, backend: str) -> str | None:
         return f"{node.memory_gb or 0:g} GB < {spec.min_memory_gb:g} GB"
     if backend == "mpi" and node.mpi.implementation != "openmpi":
         return "no Open MPI (MLX's MPI backend loads only Open MPI)"
+    if spec.finetune is not None and not node.mlx_lm_version:
+        return "no mlx-lm for its rank Python (python -m pip install mlx-lm there)"
     return None
 
 

@@ -41,6 +41,11 @@ try:
     mx.eval(mx.array([1.0]) + 1)
 except BaseException as e:
     r["error"] = type(e).__name__ + ": " + str(e)
+try:
+    from importlib.metadata import version
+    r["mlx_lm"] = version("mlx-lm")
+except Exception:
+    pass
 print("JUPITER_MLX_PROBE " + json.dumps(r))
 """
 
@@ -50,6 +55,7 @@ class MLXProbe:
     python_version: str = ""
     mlx_version: str | None = None
     mlx_device: str | None = None  # "gpu" | "cpu"
+    mlx_lm_version: str | None = None  # what finetune jobs need (coordinator/finetune_jobs.py)
     problems: list[str] = field(default_factory=list)
 
 
@@ -86,6 +92,7 @@ def mlx_from_answer(answer: dict, python: str) -> MLXProbe:
     probe.mlx_version = clip(str(version)) if version else None
     # "gpu" where Metal or CUDA is usable, else "cpu" (docs/api.md#nodes).
     probe.mlx_device = "gpu" if answer.get("metal") or answer.get("cuda") else "cpu"
+    probe.mlx_lm_version = clip(str(answer["mlx_lm"])) if answer.get("mlx_lm") else None
     return probe
 
 

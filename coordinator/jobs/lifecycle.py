@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import ingest, orders, placement, repository as repo, views
-from coordinator.jobs.spec import SpecConflict, check, command_of, max_restarts_for, spec_hash
+from coordinator.jobs.spec import SpecConflict, check, command_of, max_restarts_for, spec_hash, stored
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
 from coordinator.store import JobRow, RankRow, Store
@@ -88,7 +88,7 @@ class Jobs:
                                            f"different job ({old.id})")
                     return old, False
             row = JobRow(id="j-" + secrets.token_hex(5), name=spec.name, status=JobStatus.PENDING, backend=backend,
-                         world_size=spec.nodes * spec.processes_per_node, spec=spec.model_dump(mode="json"),
+                         world_size=spec.nodes * spec.processes_per_node, spec=stored(spec).model_dump(mode="json"),
                          command=command_of(spec, config), idempotency_key=spec.idempotency_key,
                          spec_hash=digest, pending_reason="waiting for the scheduler",
                          max_restarts=max_restarts_for(spec, config))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from coordinator import trainer_jobs
+from coordinator import finetune_jobs, trainer_jobs
 from shared.schemas import JobSpec
 
 DEFAULT_STOP_GRACE_S = 5.0
@@ -26,7 +26,7 @@ def spec_hash(spec: JobSpec) -> str:
     # secret_env counts (the same key with another secret is another job); the digest is stored,
     # never shown. Fields added later are left out while they hold their defaults, so digests of
     # jobs stored before they existed still match.
-    later = {"secret_env": {}, "progress_format": "auto", "workdir": None, "artifacts": []}
+    later = {"secret_env": {}, "progress_format": "auto", "workdir": None, "artifacts": [], "finetune": None}
     exclude = {"idempotency_key"} | {k for k, default in later.items() if getattr(spec, k) == default}
     body = spec.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -35,7 +35,14 @@ def spec_hash(spec: JobSpec) -> str:
 def command_of(spec: JobSpec, config) -> list[str]:
     if spec.domain is not None:
         return trainer_jobs.trainer_command(spec, config)
+    if spec.finetune is not None:
+        return finetune_jobs.finetune_command(spec)
     return list(spec.command)
+
+
+def stored(spec: JobSpec) -> JobSpec:
+    """The spec as the job keeps it: a job kind's defaults filled in (a finetune job's artifacts)."""
+    return finetune_jobs.with_defaults(spec) if spec.finetune is not None else spec
 
 
 def stop_grace_of(spec: JobSpec) -> float:
@@ -55,6 +62,11 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
             trainer_jobs.check_preset(spec.preset)
             trainer_jobs.check_domain(spec.domain)
         except trainer_jobs.DomainRejected as exc:
+            raise SpecRejected(str(exc)) from None
+    if spec.finetune is not None:
+        try:
+            finetune_jobs.check(spec, backend)
+        except finetune_jobs.FinetuneRejected as exc:
             raise SpecRejected(str(exc)) from None
     if backend == "jaccl":
         raise SpecRejected("backend: jaccl needs RDMA over Thunderbolt 5 topology support, "

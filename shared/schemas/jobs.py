@@ -37,6 +37,32 @@ ArtifactGlob = Annotated[str, StringConstraints(min_length=1, max_length=256), P
                          AfterValidator(_relative_glob)]
 
 
+# A path on the nodes (absolute, or relative to the rank's folder, e.g. inside a shipped workdir).
+# It becomes one argv item of the rank's command: never an option ("-..."), no control characters.
+NodePath = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^-\x00-\x1f\x7f]"),
+                     PlainText]
+
+
+class FinetuneSpec(Wire):
+    """mlx-lm LoRA fine-tuning across the nodes (docs/finetune.md): `python -m mlx_lm lora` on
+    every rank, data-parallel, followed like the built-in trainer."""
+
+    model: NodePath = Field(..., description="Model folder on the nodes (config.json, weights, tokenizer), "
+                                             "absolute or relative to the rank's folder (a shipped workdir).")
+    data: NodePath = Field(..., description="Folder with train.jsonl and valid.jsonl, like model.")
+    iters: int = Field(..., ge=1, le=10_000_000, description="Training steps in all, across restarts.")
+    batch_size: int = Field(4, ge=1, le=65_536, description="Global batch; must divide by the ranks.")
+    num_layers: int | None = Field(None, ge=-1, le=4096, description="Layers to adapt (-1: all; mlx-lm: 16).")
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    steps_per_report: int = Field(10, ge=1, le=1_000_000)
+    steps_per_eval: int = Field(200, ge=1, le=1_000_000)
+    val_batches: int = Field(25, ge=-1, le=1_000_000)
+    save_every: int = Field(100, ge=1, le=1_000_000, description="Save (and collect) the adapters this often.")
+    max_seq_length: int = Field(2048, ge=1, le=1_048_576)
+    fine_tune_type: Literal["lora", "dora", "full"] = "lora"
+    seed: int = Field(0, ge=0, le=2**31)
+
+
 class JobSpec(Wire):
     """A job request (docs/jobs.md). Give `command` (an argv list, never a shell string) or `domain`
     (the built-in trainer)."""
@@ -55,6 +81,8 @@ class JobSpec(Wire):
     preset: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = Field(
         None, description="Model size for the built-in trainer: micro, tiny, small, base, 1b.")
     steps: int | None = Field(None, ge=1, le=10_000_000, description="Built-in trainer: stop after this many steps.")
+    finetune: FinetuneSpec | None = Field(None, description="mlx-lm LoRA fine-tuning instead of a command "
+                                                             "(docs/finetune.md).")
     nodes: int = Field(1, ge=1, le=256, description="How many nodes to place the job on.")
     node_names: list[NodeName] | None = Field(None, max_length=256,
                                               description="Exactly these nodes, in this rank order.")
@@ -87,9 +115,11 @@ class JobSpec(Wire):
 
     @model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
-        if (self.command is None) == (self.domain is None):
-            raise ValueError("give exactly one of command (an argv list) or domain (the built-in trainer)")
-        if self.command is not None and (self.epochs or self.preset or self.steps):
+        kinds = [k for k in ("command", "domain", "finetune") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of command (an argv list), domain (the built-in trainer) or "
+                             "finetune (mlx-lm fine-tuning)")
+        if self.domain is None and (self.epochs or self.preset or self.steps):
             raise ValueError("epochs, preset and steps are for the built-in trainer (domain), not a command")
         for field_name, values in (("env", self.env), ("secret_env", self.secret_env)):
             bad = sorted(k for k in values if k in RESERVED_ENV)

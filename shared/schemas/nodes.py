@@ -103,6 +103,8 @@ class NodeFacts(Wire):
     python_executable: ShortText = ""
     mlx_version: ShortText | None = Field(None, examples=["0.32.4"])
     mlx_device: Literal["gpu", "cpu"] | None = Field(None, examples=["gpu"])
+    mlx_lm_version: ShortText | None = Field(None, examples=["0.32.2"],
+                                             description="mlx-lm beside that MLX, if installed (finetune jobs).")
     mpi: MPIInfo = Field(default_factory=MPIInfo)
     thunderbolt: ThunderboltInfo = Field(default_factory=ThunderboltInfo)
     interfaces: list[NetInterface] = Field(default_factory=list, max_length=256)
@@ -200,6 +202,7 @@ class NodeOut(BaseModel):
     python_version: str | None
     mlx_version: str | None
     mlx_device: Literal["gpu", "cpu"] | None
+    mlx_lm_version: str | None = None
     mpi: MPIInfo
     thunderbolt: ThunderboltInfo
     declared: DeclaredNode | None
