@@ -153,3 +153,13 @@ def test_a_job_waiting_for_busy_nodes_holds_what_it_could_use_and_no_more():
     # A job that would not fit even with every node idle holds nothing: it must not stall others.
     assert reservation(spec(nodes=3, roles=["trainer"]), "ring", nodes, CFG, {}) == set()
     assert reservation(spec(node_names=["a"]), "ring", nodes, CFG, {}) == {"n-a"}
+
+
+def test_finetune_ranks_go_only_to_nodes_with_mlx_lm():
+    ft = JobSpec(finetune={"model": "m", "data": "d", "iters": 5, "batch_size": 2}, nodes=2)
+    nodes = [node("a").model_copy(update={"mlx_lm_version": "0.32.2"}), node("b")]
+    got = place(ft, "ring", nodes, CFG, set(), {})
+    assert isinstance(got, Unplaceable) and "b: no mlx-lm for its rank Python" in got.reason
+    nodes[1] = nodes[1].model_copy(update={"mlx_lm_version": "0.32.2"})
+    assert isinstance(place(ft, "ring", nodes, CFG, set(), {}), Placement)
+    assert isinstance(place(spec(nodes=2), "ring", [node("a"), node("b")], CFG, set(), {}), Placement)
