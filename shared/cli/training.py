@@ -10,6 +10,7 @@ import typer
 from shared.cli.api import admin_client, call
 from shared.cli.jobs import on_interrupt
 from shared.cli.output import console, err, fail
+from shared.cli.progressbar import TrainingBar
 from shared.client import Client
 from shared.text import ansi, markup
 
@@ -52,28 +53,17 @@ def start(
 def follow_training(c: Client, job_id: str) -> int:
     """A progress bar over the job's SSE stream: step of total, loss, tokens/s, ETA."""
     import httpx
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                   TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), console=err, transient=False)
-    task = bar.add_task("waiting", total=None, loss="-", tps="-", eta="-")
-    last: dict = {}
     end = None
     try:
-        with bar:
+        with TrainingBar(err) as bar:
             for event, data in c.events(job_id):
                 if event == "status":
-                    bar.update(task, description=markup(data["status"]))
+                    bar.status(data["status"])
                     if data["status"] == "pending" and data.get("pending_reason"):
                         bar.console.print(f"pending: {markup(data['pending_reason'])}", highlight=False)
                 elif event == "progress":
-                    last.update(data)
-                    total = data.get("total_steps")
-                    bar.update(task, total=total, completed=data.get("step") or 0,
-                               loss=f"{data['loss']:.4f}" if isinstance(data.get("loss"), (int, float)) else "-",
-                               tps=f"{data['tokens_per_s']:,.0f}" if data.get("tokens_per_s") else "-",
-                               eta=f"{data['eta_s']:.0f}s" if isinstance(data.get("eta_s"), (int, float)) else "-")
+                    bar.update(data)
                 elif event == "log":
                     if data.startswith(("[jupiter]", "[0] [train]")) or "Error" in data or "error" in data:
                         bar.console.print(ansi(data), highlight=False, soft_wrap=True)
@@ -84,13 +74,10 @@ def follow_training(c: Client, job_id: str) -> int:
     if end is None:
         return 1
     if end["status"] == "succeeded":
-        loss = last.get("final_loss", last.get("loss"))
-        err.print(f"[bold green]{job_id} succeeded[/]"
-                  + (f": final loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-                  + (f", eval loss {last['eval_loss']:.4f}" if isinstance(last.get("eval_loss"), (int, float)) else ""),
-                  highlight=False)
-        if last.get("checkpoint"):
-            err.print(f"checkpoint: {markup(last['checkpoint'])}", highlight=False, soft_wrap=True)
+        summary = bar.summary()
+        err.print(f"[bold green]{job_id} succeeded[/]" + (f": {summary}" if summary else ""), highlight=False)
+        if bar.latest.get("checkpoint"):
+            err.print(f"checkpoint: {markup(str(bar.latest['checkpoint']))}", highlight=False, soft_wrap=True)
         return 0
     err.print(f"[bold red]{markup(job_id)} {markup(end['status'])}[/]"
               + (f": {markup(end['error'])}" if end.get("error") else ""), highlight=False, soft_wrap=True)
