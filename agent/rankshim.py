@@ -10,6 +10,11 @@ It also prints `JUPITER_RANK_START {"rank": 1}` first, so the coordinator knows 
 started on its host (mpirun may still fail to reach another one). The coordinator reads these
 lines with the same module that writes them, shared.rankmarkers.
 
+The command's stdout and stderr come through the shim (one pipe, passed on in chunks as they
+arrive), so the command never sees the terminal mpirun gives a rank and draws no live progress
+bar; and the exit line always starts a line of its own, even after output with no newline at its
+end (a progress bar), so the coordinator never misses it.
+
 Before the command starts, the shim narrows the environment mpirun gave it to the ranks'
 allowlist (shared.rankenv) plus the names in `--keep` (the job's env and secret_env), and moves
 into the rank's own folder, `<temp dir>/jupiter-ranks-<uid>/jobs/<job>/<attempt>` on this host:
@@ -21,9 +26,11 @@ never the coordinator's folder below $JUPITER_HOME that mpirun was started in.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from shared.rankenv import mpi_rank_root, private_dir, safe_part, shim_filter
@@ -63,23 +70,70 @@ def main(argv: list[str]) -> int:
         folder = rank_folder(env)
         if folder is not None:  # (mpirun's PWD named the folder it was started in)
             env.update(JUPITER_JOB_DIR=str(folder.parent), PWD=str(folder))
-        child = subprocess.Popen(argv[1:], env=env, cwd=folder)
+        read_end, write_end = os.pipe()
+        try:
+            child = subprocess.Popen(argv[1:], env=env, cwd=folder, stdout=write_end, stderr=write_end)
+        except OSError:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
     except OSError as exc:
         print(f"cannot start {argv[1]!r}: {exc}", flush=True)
         print(exit_line(rank, 127), flush=True)
         return 127
 
-    def forward(signum, _frame):
+    def pass_on(signum, _frame):
         try:
             child.send_signal(signum)
         except ProcessLookupError:
             pass
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+        signal.signal(sig, pass_on)
+    last = forward(read_end, child)
     code = child.wait()
-    print(exit_line(rank, code), flush=True)
+    marker = exit_line(rank, code).encode() + b"\n"
+    _write_all(1, marker if last in (b"", b"\n") else b"\n" + marker)
     return code if code >= 0 else 128 - code
+
+
+def forward(fd: int, child: subprocess.Popen, chunk: int = 1 << 16) -> bytes:
+    """Copy what comes out of `fd` to stdout until the child's output ends; the last byte copied.
+
+    Chunks as they come, no per-line work. The output ends at end of file, or once what the child
+    wrote before it ended is passed on, even if a process it left behind holds the pipe open."""
+    last, out_ok, until = b"", True, None
+    while True:
+        wait = 0.5 if until is None else max(0.0, until - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            if until is not None:
+                break
+            if child.poll() is not None:  # all it wrote is in the pipe: drain that, a second at most
+                until = time.monotonic() + 1.0
+            continue
+        data = os.read(fd, chunk)
+        if not data:
+            break
+        if out_ok:
+            try:
+                _write_all(1, data)
+                last = data[-1:]
+            except OSError:  # mpirun gone: keep draining so the command is not stuck on a full pipe
+                out_ok = False
+        if until is None and child.poll() is not None:
+            until = time.monotonic() + 1.0
+        elif until is not None and time.monotonic() > until:
+            break
+    os.close(fd)
+    return last
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from coordinator.jobs import repository as repo
 from coordinator.jobs import transitions as t
-from shared.progress import ProgressTracker, parse as parse_progress
+from shared.progress import ProgressTracker
+from shared.progress_formats import reader_for, shown
 from shared.schemas import RankReport
 from shared.status import RankStatus
 
@@ -61,7 +62,7 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                     launcher = LauncherNews(launcher.job_id, launcher.attempt)
                 if launcher.lines:
                     logged.setdefault(job.id, jobs.logs.size(job.id))
-                    jobs.logs.append(job.id, "mpirun", launcher.lines)
+                    jobs.logs.append(job.id, "mpirun", [shown(line) for line in launcher.lines])
                 if launcher.state is not None:
                     job.launcher = launcher.state
                     s.add(job)
@@ -83,6 +84,9 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                 else:  # a resend overlaps what is stored: skip the lines already in the log
                     fresh = out.lines[rank.lines_stored - out.seq:]
                 if fresh:
+                    # Stored as a terminal would show them (no colour codes, no redrawn progress
+                    # bars), one for one: the line counts above stay those the sender numbered.
+                    fresh = [shown(line) for line in fresh]
                     logged.setdefault(out.job_id, jobs.logs.size(out.job_id))
                     jobs.logs.append(out.job_id, out.rank, fresh)
                     _track(jobs, s, out.job_id, out.rank, fresh)
@@ -122,11 +126,15 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
 
 
 def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> None:
-    """Progress lines among `lines` feed the job's tracker, kept in the job's row."""
-    records = [rec for rec in (parse_progress(line) for line in lines) if rec is not None]
+    """Reports among `lines`, read in the job's progress_format (shared.progress_formats), feed
+    the job's tracker, kept in the job's row."""
+    job = repo.job(s, job_id)  # loaded for its log size below anyway
+    if job is None:
+        return
+    read = reader_for((job.spec or {}).get("progress_format"), job.command)
+    records = [rec for rec in map(read, lines) if rec is not None]
     if not records:
         return
-    job = repo.job(s, job_id)
     tracker = jobs.trackers.get(job_id)
     if tracker is None:  # the first progress since start-up (or since the job ended): from the row
         tracker = ProgressTracker.from_dict(job.progress or {})

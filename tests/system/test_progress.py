@@ -296,3 +296,15 @@ def test_parse_then_feed_end_to_end():
             t.feed(0, rec)
     assert t.history == [(0, 1.0), (1, 0.9), (2, 0.8)]
     assert t.latest == {"step": 2, "total_steps": 3, "loss": 0.8}
+
+
+@pytest.mark.parametrize("progress_format", ["auto", "jupiter"])
+def test_the_job_readers_take_jupiters_lines_exactly_as_parse_does(progress_format):
+    """However a job reads its output (shared.progress_formats), a Jupiter line means what parse says."""
+    from shared.progress_formats import reader_for, shown
+
+    read = reader_for(progress_format, ["python", "-m", "mlx_lm", "lora", "--iters", "400"])
+    lines = ['JUPITER_PROGRESS {"step": 120, "total_steps": 500, "loss": 2.31}', 'JUPITER_PROGRESS {"step": 3',
+             '  JUPITER_PROGRESS {"step": 9}', 'JUPITER_PROGRESS {"step": -1}', "ordinary log text"]
+    for line in lines:
+        assert read(shown(line)) == parse(line), line
