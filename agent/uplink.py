@@ -145,3 +145,81 @@ class Connection:
 
     def report(self, node_id: str, req: RankReport) -> RankReportAck:
         return self._json("POST", f"/nodes/{node_id}/report", req, RankReportAck)
+
+    def download(self, path: str, dest_file, max_bytes: int, *, timeout: float | None = None) -> int:
+        """Stream the answer to GET `path` into `dest_file` (binary, writable), never holding it whole;
+        the number of bytes. ApiError for an answer >= 400, ValueError for one over `max_bytes`,
+        OSError when the connection fails or the answer is cut short. On a connection of its own."""
+        timeout = self.timeout if timeout is None else timeout
+        self.close()
+        conn = self._open(timeout)
+        try:
+            conn.request("GET", self.prefix + path, headers=dict(self.headers, Accept="*/*"))
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                data = resp.read(65536)
+                try:
+                    detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
+                except (ValueError, AttributeError):
+                    detail = data.decode("utf-8", "replace")
+                raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
+            if resp.length is not None and resp.length > max_bytes:
+                raise ValueError(f"the answer is {resp.length} bytes, over {max_bytes}")
+            got = 0
+            while block := resp.read(1 << 20):
+                got += len(block)
+                if got > max_bytes:
+                    raise ValueError(f"the answer is over {max_bytes} bytes")
+                dest_file.write(block)
+            if resp.length:  # http.client ends quietly when the connection closes early
+                raise BrokenAnswer(f"the answer was cut short after {got} bytes")
+            return got
+        except http.client.HTTPException as exc:  # IncompleteRead and the like: cut short or garbled
+            raise BrokenAnswer(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+
+    def upload(self, path: str, file, size: int, *, timeout: float | None = None) -> bytes:
+        """PUT the next `size` bytes of `file` (binary, readable) to `path` as they are read, never
+        holding them whole; the answer's body. ApiError for an answer >= 400, OSError when the
+        connection fails or the file holds fewer bytes than `size`. On a connection of its own."""
+        timeout = self.timeout if timeout is None else timeout
+        self.close()
+        conn = self._open(timeout)
+        conn.blocksize = 1 << 16  # http.client reads a file body in blocks of this
+        headers = dict(self.headers, **{"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        try:
+            try:
+                conn.request("PUT", self.prefix + path, body=_Exactly(file, size), headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a refusal (403, 413) may come before the whole body is taken: read it below
+            resp = conn.getresponse()
+            data = resp.read()
+        except http.client.HTTPException as exc:
+            raise BrokenAnswer(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            try:
+                detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
+            except (ValueError, AttributeError):
+                detail = data.decode("utf-8", "replace")
+            raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
+        return data
+
+
+class _Exactly:
+    """`size` bytes of a file for http.client to send: a file that grew since its size was taken
+    sends no more than the Content-Length says, one that shrank fails the upload."""
+
+    def __init__(self, file, size: int):
+        self.file, self.left = file, size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.file.read(self.left if n is None or n < 0 else min(n, self.left))
+        if not data:
+            raise OSError(f"the file ended {self.left} bytes short of the size it had")
+        self.left -= len(data)
+        return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,10 +13,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coordinator.api import cluster, jobs as jobs_api, nodes, tokens as tokens_api
+from coordinator.api import artifacts as artifacts_api, cluster, files as files_api, jobs as jobs_api, nodes
+from coordinator.api import tokens as tokens_api
+from coordinator.artifacts import ArtifactStore
 from coordinator.api.deps import Admin
 from coordinator.browser import HostAllowlist, SecurityHeaders
 from coordinator.dashboard import routes as dashboard
+from coordinator.files import FileStore
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import Jobs
 from coordinator.launchers.mpi import MpiLauncher
@@ -40,13 +44,16 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full facts report is a few KiB
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit with 413 before anything reads them."""
+    """Refuse request bodies over the limit with 413 before anything reads them. Paths under
+    `exempt` or matching `exempt_re` (uploads) bound their bodies themselves."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, exempt: tuple[str, ...] = (),
+                 exempt_re: re.Pattern[str] | None = None):
+        self.app, self.limit, self.exempt, self.exempt_re = app, limit, exempt, exempt_re
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt) or (
+                self.exempt_re is not None and self.exempt_re.match(scope["path"])):
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -110,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
     jobs = Jobs(store, registry, JobLogs(settings.home / "jobs", settings.job_log_quota_bytes), default_backend=config.backend)
     node_orders, job_events = Notifier(), Notifier()
     jobs.on_node_orders = node_orders.notify
+    files = FileStore(settings.home / "files", settings.files_max_bytes)
+    jobs.has_file = files.has
     mpi = MpiLauncher(jobs, registry, settings.home / "mpi")
     jobs.launchers["mpi"] = mpi
     registry.busy_of = jobs.busy_nodes
@@ -169,6 +178,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.registry = registry
     app.state.surveyor = Surveyor(registry)
     app.state.jobs = jobs
+    app.state.files = files
+    app.state.artifacts = ArtifactStore(settings.home / "artifacts", settings.artifacts_max_bytes_per_job)
     app.state.node_orders = node_orders
     app.state.job_events = job_events
     app.state.wake_scheduler = wake_scheduler
@@ -177,6 +188,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_api.router)
     app.include_router(tokens_api.router)
     app.include_router(tokens_api.ca_router)
+    app.include_router(files_api.router)
+    app.include_router(artifacts_api.router)
     app.include_router(dashboard.router)
     metrics = Metrics(registry, jobs)
     app.state.metrics = metrics
@@ -202,7 +215,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; see the coordinator log"}, status_code=500)
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, exempt=("/files/",), exempt_re=artifacts_api.UPLOAD_PATH)
     # A request for another host name (DNS rebinding) reaches nothing but this refusal.
     app.add_middleware(HostAllowlist, names=lambda: served_names(settings.host, settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from coordinator.artifacts import MAX_BYTES_PER_JOB
+from coordinator.files import FILES_MAX_BYTES
 from coordinator.httpserver import HEADER_TIMEOUT_S, MAX_CONNECTIONS
 from coordinator.joblogs import JOB_LOG_QUOTA_BYTES
 from coordinator.ratelimit import AUTH_FAILURES_BURST, REGISTRATIONS_BURST_PER_CLIENT
@@ -46,7 +48,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = HEADER_TIMEOUT_S       # a request head must arrive within this
     max_connections: int = MAX_CONNECTIONS           # connections open at once
     job_log_quota_bytes: int = JOB_LOG_QUOTA_BYTES   # per job; the oldest output goes first
+    artifacts_max_bytes_per_job: int = MAX_BYTES_PER_JOB  # kept files per job; an upload past it is a 413
     events_per_node: int = EVENTS_PER_NODE           # the newest are kept
+    files_max_bytes: int = FILES_MAX_BYTES           # one uploaded archive (PUT /files/{sha256})
     register_burst: int = REGISTRATIONS_BURST_PER_CLIENT  # registrations at once per client address
     auth_failures_burst: int = AUTH_FAILURES_BURST   # wrong tokens at once per client address
     limit_loopback: bool = False                     # the per-address limits for loopback clients too

@@ -16,6 +16,7 @@ from shared import settings
 from shared.apierror import ApiError, format_detail, retry_after  # noqa: F401 (ApiError, format_detail: imported from here)
 from shared.paths import read_secret
 from shared.schemas import (
+    ArtifactOut,
     ClusterSummary,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -218,3 +219,64 @@ class Client:
                 yield sse.event, json.loads(sse.data) if sse.data else None
                 if sse.event == "end":
                     return
+
+    # -------------------------------------------------------------- files (a job's workdir)
+    def has_file(self, sha256: str) -> bool:
+        """Whether the coordinator holds the file (HEAD /files/{sha256}: 200 or 404)."""
+        resp = self._http.request("HEAD", f"/files/{sha256}")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code >= 400:  # a HEAD answer has no body to read a detail from
+            raise ApiError(resp.status_code, f"HEAD /files/{sha256}: {resp.reason_phrase}", _retry_after(resp))
+        return True
+
+    def upload_file(self, sha256: str, path: Path, progress=None) -> bool:
+        """Stream the file at `path` to PUT /files/{sha256}, never holding it whole; True when the
+        coordinator stored it now, False when it had it already. `progress(n)` is called with the
+        size of each chunk as it goes."""
+        size = Path(path).stat().st_size
+
+        def chunks():
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    yield block
+                    if progress is not None:
+                        progress(len(block))
+
+        # Checking a large archive takes the coordinator a while after the last byte.
+        resp = self.request("PUT", f"/files/{sha256}", content=chunks(),
+                            headers={"content-type": "application/octet-stream", "content-length": str(size)},
+                            timeout=httpx.Timeout(self._http.timeout.connect, read=600.0, write=60.0, pool=10.0))
+        return resp.status_code == 201
+
+    # -------------------------------------------------------------- artifacts (what rank 0 left)
+    def artifacts(self, job_id: str) -> list[ArtifactOut]:
+        return [ArtifactOut.model_validate(a) for a in self.request("GET", f"/jobs/{job_id}/artifacts").json()]
+
+    def download_artifact(self, job_id: str, path: str, dest: Path | str) -> Path:
+        """Stream one artifact into the file `dest` (its folders made), never holding it whole:
+        written beside it first and renamed once whole. Returns `dest`."""
+        import os
+        import secrets
+        from urllib.parse import quote
+
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
+        try:
+            with self._http.stream("GET", f"/jobs/{job_id}/artifacts/{quote(path, safe='/')}",
+                                   timeout=httpx.Timeout(self._http.timeout.connect, read=60.0)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    try:
+                        detail = resp.json().get("detail", resp.text)
+                    except ValueError:
+                        detail = resp.text
+                    raise ApiError(resp.status_code, detail, _retry_after(resp))
+                with open(tmp, "xb") as f:
+                    for block in resp.iter_bytes(1 << 20):
+                        f.write(block)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest

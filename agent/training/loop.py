@@ -15,7 +15,7 @@ from mlx.utils import tree_map
 from agent.training.collectives import is_peer_loss
 from agent.training.config import EXIT_FAILED, EXIT_OK, TrainResult
 from agent.training.evaluate import evaluate
-from agent.training.reporting import ProgressWindow
+from agent.training.reporting import ProgressWindow, announce_checkpoint
 from agent.training.run_state import Run
 from agent.training.saving import save, save_on_failure
 from agent.training.steps import train_step
@@ -112,7 +112,9 @@ def _train(run: Run, tally: _Tally, stopper: Stopper) -> None:
             run.log(f"epoch {step // spe} done at step {step}: train loss {loss:.4f}"
                     + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else ""))
         if c.checkpoint_every and step % c.checkpoint_every == 0 and step < stop_at:
-            tally.last_ckpt = save(run, step, "periodic", run.params, run.optimizer.state, loss) or tally.last_ckpt
+            saved = save(run, step, "periodic", run.params, run.optimizer.state, loss)
+            tally.last_ckpt = saved or tally.last_ckpt
+            announce_checkpoint(run, step, saved)
     if tally.step < run.total_steps:
         tally.status = "stopped"
         tally.message = f"stopped after step {tally.step} of {run.total_steps} (--stop-at-step)"

@@ -3,6 +3,7 @@ checkpoints go), a progress line every few steps, and the final line (docs/progr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.presets import param_count
@@ -74,6 +75,19 @@ class ProgressWindow:
                tokens_per_s=round(tokens_per_s, 1), eta_s=round(eta, 1),
                lr=float(f"{run.optimizer.learning_rate.item():.6g}"), grad_norm=round(norm, 6))
         self.loss, self.steps, self.time = 0.0, 0, 0.0
+
+
+def announce_checkpoint(run: Run, step: int, path: str | None) -> None:
+    """A progress line naming a periodic checkpoint as it is saved (rank 0), relative to the
+    rank's folder when it is inside it (`checkpoints/step-00000200`): what a job's artifacts hold.
+    The checkpoint of a run's end is named by the final line."""
+    if not (run.rank == 0 and run.progress and path):
+        return
+    try:
+        shown = Path(path).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        shown = path
+    report(step=step, checkpoint=shown)
 
 
 def final_line(result: TrainResult) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import ingest, orders, placement, repository as repo, views
-from coordinator.jobs.spec import SpecConflict, check, command_of, max_restarts_for, spec_hash, stored
+from coordinator.jobs.spec import SpecConflict, SpecRejected, check, command_of, max_restarts_for, spec_hash, stored
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
 from coordinator.store import JobRow, RankRow, Store
@@ -67,6 +67,7 @@ class Jobs:
         self.launchers: dict[str, Launcher] = {}  # backend -> the launcher that runs its ranks
         self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a node's long-poll
         self.on_change: Callable[[str], None] = lambda job_id: None         # wakes event streams
+        self.has_file: Callable[[str], bool] = lambda sha256: True          # the file store's (app.py)
         self._busy: tuple[int, frozenset[str]] = (-1, frozenset())          # (store generation, nodes)
         self.trackers: dict[str, ProgressTracker] = {}  # job -> its progress, while it runs (ingest.py)
 
@@ -76,8 +77,12 @@ class Jobs:
         """Store a new pending job, or return the one already stored under the same key (a
         SpecConflict when its spec differs). SpecRejected names the field this coordinator refuses."""
         config = self.registry.config
-        backend = spec.backend or self.default_backend
+        # A finetune job needs the agents to start its ranks (they ship and collect its files).
+        backend = spec.backend or ("ring" if spec.finetune is not None else self.default_backend)
         check(spec, backend, {n.name for n in self.registry.list_views()})
+        if spec.workdir is not None and not self.has_file(spec.workdir):
+            raise SpecRejected(f"workdir: no archive {spec.workdir} on this coordinator; upload it first "
+                               f"(PUT /files/{{sha256}}, or jupiter submit --workdir DIR)")
         digest = spec_hash(spec)
         with self.lock, self.store.write() as s:
             if spec.idempotency_key:

@@ -41,7 +41,10 @@ def command_of(spec: JobSpec, config) -> list[str]:
 
 
 def stored(spec: JobSpec) -> JobSpec:
-    """The spec as the job keeps it: a job kind's defaults filled in (a finetune job's artifacts)."""
+    """The spec as the job keeps it: a job kind's defaults filled in (a finetune job's artifacts,
+    the built-in trainer's checkpoints)."""
+    if spec.domain is not None:
+        return trainer_jobs.with_defaults(spec)
     return finetune_jobs.with_defaults(spec) if spec.finetune is not None else spec
 
 
@@ -68,6 +71,9 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
             finetune_jobs.check(spec, backend)
         except finetune_jobs.FinetuneRejected as exc:
             raise SpecRejected(str(exc)) from None
+    if spec.workdir is not None and backend == "mpi":
+        raise SpecRejected("workdir: the mpi backend starts ranks through mpirun, which does not unpack a "
+                           "workdir; use ring")
     if backend == "jaccl":
         raise SpecRejected("backend: jaccl needs RDMA over Thunderbolt 5 topology support, "
                            "which this version does not have yet; use ring or mpi")

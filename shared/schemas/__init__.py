@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 # Each public name and the submodule that defines it.
 _WHERE = {
+    "artifacts": ("ArtifactGlobs", "ArtifactOut"),
     "cluster": ("ClusterSummary", "Health", "ProblemOut"),
     "common": ("HOST_RE", "NAME_RE", "DeviceType", "ErrorOut", "Host", "NodeKey", "NodeName", "PlainText", "Role",
                "ShortText", "Wire", "plain_text", "validate_host"),
@@ -34,8 +35,9 @@ _MODULE_OF = {name: f"shared.schemas.{mod}" for mod, names in _WHERE.items() for
 _MODULE_OF["TERMINAL"] = "shared.status"  # callers import it from here too
 
 __all__ = [
-    "ENV_KEY_RE", "EXAMPLE_FACTS", "HOST_RE", "NAME_RE", "RESERVED_ENV", "TERMINAL", "Arg", "AttemptOut",
-    "Backend", "ClusterSummary", "DeclaredNode", "DeviceType", "EnvValue", "ErrorOut", "EventOut", "GPUInfo",
+    "ENV_KEY_RE", "EXAMPLE_FACTS", "HOST_RE", "NAME_RE", "RESERVED_ENV", "TERMINAL", "Arg", "ArtifactGlobs",
+    "ArtifactOut", "AttemptOut", "Backend", "ClusterSummary", "DeclaredNode", "DeviceType", "EnvValue", "ErrorOut",
+    "EventOut", "GPUInfo",
     "Health", "HeartbeatRequest", "HeartbeatResponse", "Host", "JobDetail", "JobOut", "JobSpec", "JobStatus",
     "LossPoint", "MPIInfo", "NetInterface", "NodeDetail", "NodeFacts", "NodeKey", "NodeName", "NodeOut",
     "NodeStatus", "OrdersRequest", "PlainText", "ProblemOut", "RankAssignment", "RankOut", "RankOutput",
@@ -59,6 +61,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time the names come from __getattr__
+    from shared.schemas.artifacts import ArtifactGlobs, ArtifactOut
     from shared.schemas.cluster import ClusterSummary, Health, ProblemOut
     from shared.schemas.common import (
         HOST_RE,
