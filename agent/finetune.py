@@ -6,12 +6,13 @@ callback, mlx-lm's supported hook, that
 
 - prints Jupiter's progress lines on rank 0 (step counted across restarts, the total, loss,
   eval loss, tokens/s), so the job is followed exactly like the built-in trainer;
-- saves the adapters every `--save-every` steps on rank 0 as `<adapter path>/adapters.safetensors`
-  beside `jupiter-resume.json`, which says at which step they were saved. The job collects that
-  folder as its artifacts, and a restarted attempt finds it restored in its own folder: it loads
-  those adapters (`--resume-adapter-file`, weights only, as mlx-lm resumes) and trains the steps
-  that remain. mlx-lm's own numbered saves are left off: their names count from 1 again in a
-  resumed run, so they could not say which step they hold.
+- saves the adapters every `--save-every` steps on rank 0 as `<adapter path>/adapters.safetensors`,
+  with the step they hold in the file's own metadata (`jupiter_step`), so weights and step can
+  never be collected out of step with each other. The job collects that folder as its artifacts,
+  and a restarted attempt finds it restored in its own folder: it loads those adapters
+  (`--resume-adapter-file`, weights only, as mlx-lm resumes) and trains the steps that remain.
+  mlx-lm's own numbered saves are left off: their names count from 1 again in a resumed run, so
+  they could not say which step they hold.
 
 Before anything heavy it checks what it needs (mlx-lm importable, the model and the data there)
 and says what is missing in one line, with exit code 2.
@@ -20,7 +21,6 @@ and says what is missing in one line, with exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,7 +29,7 @@ from pathlib import Path
 from shared.progress import report
 
 EXIT_USAGE = 2
-STATE_FILE = "jupiter-resume.json"
+STEP_KEY = "jupiter_step"  # in the saved adapters' safetensors metadata
 NEVER = 1 << 62  # mlx-lm's own periodic saves: off (see above)
 
 
@@ -74,14 +74,29 @@ def problems(opts: argparse.Namespace) -> list[str]:
 def resume_point(adapter_path: Path, total: int) -> int:
     """The step the adapters in `adapter_path` were saved at (restored from an earlier attempt),
     or 0 to start afresh. Anything unreadable counts as nothing saved."""
+    import mlx.core as mx
+
+    path = adapter_path / "adapters.safetensors"
+    if not path.is_file():
+        return 0
     try:
-        state = json.loads((adapter_path / STATE_FILE).read_text())
-        step = int(state["step"])
-    except (OSError, ValueError, KeyError, TypeError):
+        _, meta = mx.load(str(path), return_metadata=True)
+        step = int(meta[STEP_KEY])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError):
         return 0
-    if not (adapter_path / "adapters.safetensors").is_file() or not 0 < step < total:
-        return 0
-    return step
+    return step if 0 < step < total else 0
+
+
+def save_adapters(folder: Path, weights: dict, step: int) -> Path:
+    """`weights` as `folder/adapters.safetensors` holding `step`, written whole before it replaces
+    the last save (a collector never reads half a file)."""
+    import mlx.core as mx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "adapters.tmp.safetensors"
+    mx.save_safetensors(str(tmp), weights, metadata={STEP_KEY: str(step)})
+    os.replace(tmp, folder / "adapters.safetensors")
+    return folder / "adapters.safetensors"
 
 
 def mlx_lm_args(opts: argparse.Namespace, offset: int):
@@ -132,23 +147,10 @@ class Reporter:
                    eval_loss=_finite(info.get("val_loss")))
 
     def save(self, step: int) -> str:
-        """The adapters now, and the step they hold, each written whole before it replaces the last."""
-        import mlx.core as mx
         from mlx.utils import tree_flatten
 
-        folder = Path(self.opts.adapter_path)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "adapters.tmp.safetensors"
-        mx.save_safetensors(str(tmp), dict(tree_flatten(self.model.trainable_parameters())))
-        os.replace(tmp, folder / "adapters.safetensors")
-        write_state(folder, step)
-        return str(folder / "adapters.safetensors")
-
-
-def write_state(folder: Path, step: int) -> None:
-    tmp = folder / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"step": step}))
-    os.replace(tmp, folder / STATE_FILE)
+        weights = dict(tree_flatten(self.model.trainable_parameters()))
+        return str(save_adapters(Path(self.opts.adapter_path), weights, step))
 
 
 def _finite(value) -> float | None:
@@ -181,7 +183,6 @@ def main(argv: list[str]) -> int:
     reporter = Reporter(model, opts, offset, rank)
     lora.train_model(args, model, train_set, valid_set, reporter)
     if rank == 0:  # mlx-lm saved the final adapters.safetensors itself
-        write_state(Path(opts.adapter_path), opts.iters)
         report(step=opts.iters, total_steps=opts.iters, final_loss=reporter.loss,
                checkpoint=str(Path(opts.adapter_path) / "adapters.safetensors"))
     return 0

@@ -50,8 +50,11 @@ def check(spec: JobSpec, backend: str) -> None:
     if f.batch_size % ranks:
         raise FinetuneRejected(f"finetune.batch_size: {f.batch_size} does not divide by the job's {ranks} ranks "
                                f"(mlx-lm splits each batch evenly); use a multiple of {ranks}")
-    if backend not in ("ring", "mpi"):
-        raise FinetuneRejected(f"backend: finetune jobs run on ring or mpi, not {backend}")
+    if backend != "ring":
+        # The agents ship the model, collect the adapters and restore them for a restart; under
+        # mpirun no agent starts the ranks, so none of that would happen.
+        raise FinetuneRejected(f"backend: finetune jobs run on ring (the agents ship the model and collect the "
+                               f"adapters), not {backend}")
 
 
 def missing_mlx_lm(node_mlx_lm: dict[str, str | None]) -> str | None:

@@ -1,7 +1,7 @@
 """The `jupiter` command. Client subcommands talk HTTP through shared.client.
 
-One module per command group: `cluster` (check), `jobs` (jobs, submit, logs, cancel), `training`
-(start, model-info), `nodes` (nodes, nodes approve|delete) and `tokens` (token create|list|revoke);
+One module per command group: `cluster` (check), `jobs` (jobs, submit, logs, cancel), `artifacts`,
+`training` (start, model-info), `nodes` (nodes, nodes approve|delete) and `tokens` (token create|list|revoke);
 `output` holds the consoles and the one-line failure, `api` the admin client. This module builds the
 app from them, in the order --help lists them.
 
@@ -17,7 +17,7 @@ import os
 import typer
 
 from shared import __version__
-from shared.cli import cluster, jobs, nodes, tokens, training
+from shared.cli import artifacts, cluster, finetune, jobs, nodes, tokens, training
 from shared.cli.jobs import job_table
 from shared.cli.nodes import node_table
 from shared.cli.output import console, err, fail, setup_logging
@@ -41,7 +41,9 @@ def version() -> None:
 
 cluster.register(app)    # check
 jobs.register(app)       # jobs, submit, logs, cancel
+artifacts.register(app)  # artifacts
 training.register(app)   # start, model-info
+finetune.register(app)   # finetune
 app.command()(version)
 nodes.register(app)      # the groups come after the commands in --help: nodes, then token
 tokens.register(app)

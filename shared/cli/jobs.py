@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from shared.cli.api import admin_client, call
 from shared.cli.output import console, err, fail
+from shared.cli.progressbar import TrainingBar
 from shared.client import Client
 from shared.status import TERMINAL
 from shared.text import ansi, cell, markup, plain
@@ -65,28 +67,46 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def follow(c: Client, job_id: str, *, show_logs: bool = True) -> int:
-    """Stream a job's events until it ends; returns the exit code the CLI should exit with."""
+    """Stream a job's events until it ends; returns the exit code the CLI should exit with. Once
+    the job reports progress, a progress bar follows it below the log."""
     import httpx
 
     status = None
+    bar: TrainingBar | None = None
     try:
         for event, data in c.events(job_id):
             if event == "log" and show_logs:
                 # A rank's own output: its colours kept, other escape sequences dropped, no markup.
+                # (While the bar is shown, stdout goes above it.)
                 console.print(ansi(data), highlight=False, soft_wrap=True)
+            elif event == "progress" and isinstance(data.get("step"), int):
+                if bar is None:
+                    bar = TrainingBar(err, status or "running").__enter__()
+                bar.update(data)
             elif event == "status" and data["status"] != status and data["status"] not in TERMINAL:
                 status = data["status"]
                 extra = f" ({data['pending_reason']})" if status == "pending" and data.get("pending_reason") else ""
+                if bar is not None:
+                    bar.status(status)
                 err.print(f"[bold]{markup(job_id)}[/] {markup(status)}{markup(extra)}", highlight=False,
                           soft_wrap=True)
             elif event == "end":
+                if bar is not None:
+                    bar.__exit__()
+                    summary, bar = bar.summary(), None
+                else:
+                    summary = ""
                 colour = "green" if data["status"] == "succeeded" else "red"
                 err.print(f"[bold {colour}]{markup(job_id)} {markup(data['status'])}[/]"
-                          + (f": {markup(data['error'])}" if data.get("error") else ""),
+                          + (f": {markup(data['error'])}" if data.get("error") else "")
+                          + (f" ({summary})" if summary and data["status"] == "succeeded" else ""),
                           highlight=False, soft_wrap=True)
                 return 0 if data["status"] == "succeeded" else (data.get("exit_code") or 1)
     except httpx.TransportError as exc:
         fail(f"lost the coordinator while following {job_id} ({type(exc).__name__}); the job may still run")
+    finally:
+        if bar is not None:
+            bar.__exit__()
     return 1
 
 
@@ -116,6 +136,12 @@ def submit(
     timeout: Optional[float] = typer.Option(None, help="Fail the job after this many seconds running."),
     idempotency_key: Optional[str] = typer.Option(None),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the job id and return at once."),
+    artifacts: list[str] = typer.Option([], "--artifacts", help=(
+        "Keep the files of rank 0's folder this glob matches, e.g. 'out/**' (repeatable; "
+        "`jupiter artifacts JOB` lists and downloads them).")),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", file_okay=False, exists=True, help=(
+        "Ship this folder with the job: every rank runs in its own unpacked copy (.gitignore and "
+        ".jupiterignore are honoured, .git is left out; an archive the coordinator has is not sent again).")),
 ) -> None:
     """Submit any command as a distributed job and follow it to the end: jupiter submit -- python train.py"""
     spec = {"name": name, "command": command, "processes_per_node": processes_per_node, "env": _parse_env(env),
@@ -129,6 +155,8 @@ def submit(
             spec[key] = value
     if role:
         spec["roles"] = role
+    if artifacts:
+        spec["artifacts"] = artifacts
     if secret_env:
         missing = [k for k in secret_env if k not in os.environ]
         if missing:
@@ -136,6 +164,8 @@ def submit(
                  f"(export it first; the value is read from there, never from the command line)")
         spec["secret_env"] = {k: os.environ[k] for k in secret_env}
     with admin_client() as c:
+        if workdir is not None:
+            spec["workdir"] = ship_workdir(c, workdir)
         job = call(lambda: c.submit(spec))
         if detach:
             print(job.id)
@@ -147,6 +177,50 @@ def submit(
             on_interrupt(c, job.id)
             code = 130
     raise typer.Exit(code)
+
+
+def ship_workdir(c: Client, folder: Path | dict[str, Path]) -> str:
+    """Pack `folder` (or folders by name, shared.workdir.pack), upload it unless the coordinator
+    has it, and say so in one line; its SHA-256."""
+    import tempfile
+
+    from shared.workdir import human_bytes, pack
+
+    with tempfile.TemporaryDirectory(prefix="jupiter-workdir-") as tmp:
+        archive = Path(tmp) / "workdir.tar.gz"
+        try:
+            packed = pack(folder, archive)
+        except (OSError, ValueError) as exc:
+            fail(f"{_label(folder)}: cannot pack it ({exc})")
+        for name in packed.skipped[:5]:
+            err.print(f"[yellow]--workdir: left out {markup(name)} (a symlink or special file)[/]", highlight=False)
+        if call(lambda: c.has_file(packed.sha256)):
+            outcome = "already on the coordinator"
+        else:
+            _upload(c, packed.sha256, archive, packed.archive_bytes)
+            outcome = "uploaded"
+    err.print(f"{markup(_label(folder))}: {packed.files} files, {human_bytes(packed.unpacked_bytes)} "
+              f"({human_bytes(packed.archive_bytes)} packed), sha256 {packed.sha256[:12]}, {outcome}",
+              highlight=False, soft_wrap=True)
+    return packed.sha256
+
+
+def _label(folder: Path | dict[str, Path]) -> str:
+    if isinstance(folder, dict):
+        return ", ".join(f"{name} ({path})" for name, path in sorted(folder.items()))
+    return f"--workdir {folder}"
+
+
+def _upload(c: Client, sha256: str, archive: Path, size: int) -> None:
+    if size < 1 << 20:  # a bar would only flash by
+        call(lambda: c.upload_file(sha256, archive))
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("uploading workdir"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("upload", total=size)
+        call(lambda: c.upload_file(sha256, archive, progress=lambda n: bar.advance(task, n)))
 
 
 def logs(job_id: str = typer.Argument(..., help="Job id."),

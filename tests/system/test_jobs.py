@@ -380,3 +380,23 @@ def test_max_restarts_relaunches_a_failed_job_and_shows_each_attempt(cluster, ba
         once = c.submit({"command": ["python", "-c", FAIL_FIRST_ATTEMPT], "nodes": 2, "backend": backend})
         assert wait_job(c, once.id).status == "failed"
 
+
+
+PROGRESS_SCRIPT = ("import time\nfor i in (1, 2, 3):\n"
+                   "    print('JUPITER_PROGRESS {\"step\": %d, \"total_steps\": 3, \"loss\": %s}' % (i, 1.5 / i), "
+                   "flush=True)\n    time.sleep(0.3)\n")
+
+
+def test_cli_submit_shows_a_progress_bar_once_the_job_reports_progress(cluster):
+    env = dict(os.environ, JUPITER_URL=cluster.url, JUPITER_TOKEN=cluster.admin_token, COLUMNS="160")
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "submit", "--backend", "ring", "--",
+                           "python", "-c", PROGRESS_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3/3" in done.stderr and "loss 0.5000" in done.stderr  # the bar, at its end
+    assert "succeeded (final loss 0.5000)" in done.stderr
+    quiet = subprocess.run([sys.executable, "-m", "shared.cli", "submit", "--backend", "ring", "--",
+                            "python", "-c", "print('no progress here')"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert quiet.returncode == 0 and "no progress here" in quiet.stdout
+    assert "/3" not in quiet.stderr and "loss" not in quiet.stderr  # no bar for a job that reports none

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import ValidationError
 
@@ -40,6 +38,11 @@ def test_the_batch_must_divide_by_the_ranks_and_the_error_names_the_field():
     check(spec(nodes=2, ft={"batch_size": 6}), "ring", set())
 
 
+def test_finetune_jobs_run_on_ring_where_the_agents_ship_and_collect():
+    with pytest.raises(SpecRejected, match="backend: finetune jobs run on ring"):
+        check(spec(), "mpi", set())
+
+
 def test_every_rank_runs_agent_finetune_with_the_spec_as_flags():
     cmd = command_of(spec(ft={"num_layers": -1, "learning_rate": 2e-5}), ClusterConfig())
     assert cmd[:3] == ["python", "-m", "agent.finetune"]
@@ -63,18 +66,18 @@ def test_nodes_without_mlx_lm_are_named():
 
 
 def test_a_restart_resumes_from_the_restored_adapters_and_their_step(tmp_path):
+    import mlx.core as mx
+
     adapters = tmp_path / "adapters"
     assert finetune.resume_point(adapters, 30) == 0  # nothing restored: from the start
-    adapters.mkdir()
-    (adapters / "adapters.safetensors").write_bytes(b"weights")
-    finetune.write_state(adapters, 20)
+    finetune.save_adapters(adapters, {"w": mx.ones(3)}, 20)
     assert finetune.resume_point(adapters, 30) == 20
     assert finetune.resume_point(adapters, 20) == 0  # saved at the very end: nothing left to resume
-    (adapters / finetune.STATE_FILE).write_text("{not json")
+    assert sorted(p.name for p in adapters.iterdir()) == ["adapters.safetensors"]  # no temp file left
+    mx.save_safetensors(str(adapters / "adapters.safetensors"), {"w": mx.ones(3)})  # mlx-lm's own save
+    assert finetune.resume_point(adapters, 30) == 0  # says no step: resumes nothing
+    (adapters / "adapters.safetensors").write_bytes(b"not safetensors")
     assert finetune.resume_point(adapters, 30) == 0
-    (adapters / finetune.STATE_FILE).write_text(json.dumps({"step": 10}))
-    (adapters / "adapters.safetensors").unlink()
-    assert finetune.resume_point(adapters, 30) == 0  # a state without its weights resumes nothing
 
 
 def test_what_a_rank_lacks_is_said_before_anything_loads(tmp_path):
