@@ -145,9 +145,13 @@ async def events(job_id: JobId, request: Request, jobs: JobsDep,
     """Server-Sent Events: `status`, `progress` and `log` as they happen, then `end`, then the
     stream closes. Progress lines come as `progress` events only, not as `log` lines, unless
     `progress_lines` asks for them."""
-    if await run_in_threadpool(jobs.get_row, job_id) is None:
+    row = await run_in_threadpool(jobs.get_row, job_id)
+    if row is None:
         raise _missing(job_id)
     notifier = request.app.state.job_events
+    # Progress lines are left out of the log only where they became progress: a job whose
+    # progress_format does not read Jupiter's lines shows them as the text they are.
+    keep_progress_lines = progress_lines or (row.spec or {}).get("progress_format", "auto") not in ("auto", "jupiter")
 
     async def stream():
         # Subscribed in here, not in the route: a HEAD request never runs the generator, so its
@@ -171,7 +175,7 @@ async def events(job_id: JobId, request: Request, jobs: JobsDep,
                     if not data:
                         break
                     offset = nxt
-                    for event in _log_events(data, progress_lines):
+                    for event in _log_events(data, keep_progress_lines):
                         yield event
                 if job.status in TERMINAL:
                     yield _sse("end", {"status": job.status, "exit_code": job.exit_code, "error": job.error})

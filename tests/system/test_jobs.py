@@ -286,6 +286,16 @@ def test_events_stream_leaves_out_only_well_formed_progress_lines(cluster):
         assert '[0] JUPITER_PROGRESS {"step": 7, "loss": 1.5}' in log_of(c, job.id).splitlines()
 
 
+def test_a_job_that_does_not_read_jupiter_lines_streams_them_as_log_text(cluster):
+    with cluster.client() as c:
+        wait_idle(c)
+        job = c.submit({"command": ["python", "-c", QUOTED_PROGRESS], "nodes": 1, "backend": "ring",
+                        "progress_format": "none"})
+        events = list(c.events(job.id))
+        assert not [d for e, d in events if e == "progress"] and c.job(job.id).progress == {}
+        assert '[0] JUPITER_PROGRESS {"step": 7, "loss": 1.5}' in [d for e, d in events if e == "log"]
+
+
 def test_an_open_stream_does_not_hold_up_the_coordinator_stopping(tmp_path):
     """SIGTERM with a stream open on a job that will not end soon: the stream is closed cleanly
     (a whole chunked body) and the coordinator exits promptly, not when the job ends."""
