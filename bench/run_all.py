@@ -134,6 +134,31 @@ def _load_jobs(r: dict) -> str:
             f"{_fmt(_get(r, 'double_booked', 'db_placed_to_last_exit'))}")
 
 
+def _mlx_lm(r: dict) -> str:
+    return (f"tokens/s median through Jupiter {_fmt(_get(r, 'tokens_per_s', 'jupiter', 'median'))}, by hand "
+            f"{_fmt(_get(r, 'tokens_per_s', 'by_hand', 'median'))} (step about "
+            f"{_fmt(_get(r, 'approx_step_ms', 'by_hand'), ' ms')}); by hand / Jupiter "
+            f"{_fmt(r.get('ratio_by_hand_over_jupiter'), 'x')}, per repetition "
+            f"{_fmt(_get(r, 'ratio_per_rep', 'min'))} to {_fmt(_get(r, 'ratio_per_rep', 'max'), 'x')}; quiet runs "
+            f"only ({_fmt(_get(r, 'quiet_runs', 'jupiter'))} + {_fmt(_get(r, 'quiet_runs', 'by_hand'))}) "
+            f"{_fmt(_get(r, 'quiet_runs', 'ratio_by_hand_over_jupiter'), 'x')}")
+
+
+def _workdir(r: dict) -> str:
+    mb = r["archive_bytes"] / 1e6 if isinstance(r.get("archive_bytes"), (int, float)) else None
+    return (f"{_fmt(mb, ' MB')} archive to 2 agents: start {_fmt(_get(r, 'start_s', 'workdir', 'median'), ' s')} "
+            f"with it, {_fmt(_get(r, 'start_s', 'bare_job', 'median'), ' s')} without "
+            f"({_fmt(r.get('workdir_mb_per_s'), ' MB/s')}); plain copy {_fmt(_get(r, 'plain_copy_s', 'median'), ' s')} "
+            f"({_fmt(r.get('plain_mb_per_s'), ' MB/s')}); ratio {_fmt(r.get('ratio_workdir_over_plain'), 'x')}; "
+            f"the same 2 copies from the coordinator {_fmt(_get(r, 'coordinator_copy_s', 'median'), ' s')}")
+
+
+def _workdir_start(r: dict) -> str:
+    return (f"POST to succeeded median with a cached workdir {_fmt(_get(r, 'seconds', 'workdir', 'median'), ' s')}, "
+            f"without {_fmt(_get(r, 'seconds', 'bare', 'median'), ' s')}, difference "
+            f"{_fmt(r.get('difference_median_s'), ' s')}")
+
+
 def _targets(r: dict) -> str:
     """'met' / 'not met: NAME, ...' from a bench's `targets` (nested dicts of booleans)."""
     flat: dict[str, Any] = {}
@@ -212,6 +237,12 @@ BENCHES: tuple[Bench, ...] = (
           "a 1-node `python -c pass` job through Jupiter against the same command by hand"),
     Bench("trainer", "bench/trainer_bench.py", (), ("--steps", "8", "--reps", "1"), 2400, 600, _trainer,
           "the built-in trainer as a job against by hand and a plain MLX loop, 1 and 2 ranks"),
+    Bench("mlx_lm", "bench/mlx_lm_bench.py", (), ("--reps", "1", "--iters", "30", "--report", "5"), 1200, 300,
+          _mlx_lm, "mlx-lm LoRA on 2 ranks through Jupiter against the same ranks started by hand"),
+    Bench("workdir", "bench/workdir_bench.py", (), ("--mb", "20", "--reps", "1"), 900, 180, _workdir,
+          "a 100 MB workdir fetched and unpacked by 2 agents against a plain loopback copy"),
+    Bench("workdir_start", "bench/workdir_start_bench.py", (), ("--reps", "3"), 600, 180, _workdir_start,
+          "a trivial job with a small cached workdir against the same job without one"),
     Bench("load_heartbeats", "bench/load_heartbeats.py", (), ("--agents", "50", "--seconds", "5", "--procs", "1"),
           900, 180, _load_heartbeats, "500 simulated agents heartbeating every second for 60 s"),
     Bench("load_heartbeats_orders", "bench/load_heartbeats.py", ("--orders",),

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from coordinator.api.deps import _bearer, _kind  # who speaks: deps.py owns the token checks
+from coordinator.api.deps import LargeFileResponse, _bearer, _kind  # deps.py owns the token checks
 from coordinator.api.jobs import JobId
 from coordinator.artifacts import ArtifactError, ArtifactStore, BadPath, PathConflict, QuotaExceeded
 from coordinator.jobs import Jobs
@@ -158,4 +158,4 @@ def get_artifact(job_id: JobId, path: str, request: Request, who: Caller) -> Fil
     found = request.app.state.artifacts.file(job_id, path)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {path!r}")
-    return FileResponse(found, media_type="application/octet-stream")
+    return LargeFileResponse(found, media_type="application/octet-stream")

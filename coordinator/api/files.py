@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from coordinator.api.deps import Admin, _bearer, _kind
+from coordinator.api.deps import Admin, LargeFileResponse, _bearer, _kind
 from coordinator.files import FileStore, Refused
 from coordinator.jobs import repository as repo
 from shared.schemas import ErrorOut
@@ -97,4 +97,4 @@ def get_file(sha256: Sha256, request: Request) -> FileResponse:
     path = _store(request).path(sha256)
     if not path.is_file():
         raise _missing(sha256)
-    return FileResponse(path, media_type="application/gzip")
+    return LargeFileResponse(path, media_type="application/gzip")

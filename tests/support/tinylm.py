@@ -6,6 +6,7 @@ weights are random, written by MLX as model.safetensors.
 
     from tests.support.tinylm import build
     model, data = build(tmp_path)      # tmp_path/model, tmp_path/data
+    build(tmp_path, config={"hidden_size": 256, "num_hidden_layers": 8})  # a bigger one (benches)
 
     python tests/support/tinylm.py DIR  # the same from a shell
 """
@@ -41,7 +42,7 @@ def sentences(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))) for _ in range(count)]
 
 
-def _tokenizer(folder: Path, texts: list[str]) -> tuple[int, int, int]:
+def _tokenizer(folder: Path, texts: list[str], max_length: int) -> tuple[int, int, int]:
     """Train a word-level tokenizer on `texts`, save it for AutoTokenizer; (vocabulary size, bos, eos)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -54,7 +55,7 @@ def _tokenizer(folder: Path, texts: list[str]) -> tuple[int, int, int]:
     tok.save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": CONFIG["max_position_embeddings"],
+        "unk_token": "<unk>", "pad_token": "<pad>", "model_max_length": max_length,
     }))
     (folder / "special_tokens_map.json").write_text(json.dumps(
         {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
@@ -72,14 +73,17 @@ def _weights(folder: Path, config: dict) -> None:
     mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
-def build(root: Path, *, train: int = 64, valid: int = 16) -> tuple[Path, Path]:
-    """Write `root/model` and `root/data` (train.jsonl, valid.jsonl); return both folders."""
+def build(root: Path, *, train: int = 64, valid: int = 16, config: dict | None = None) -> tuple[Path, Path]:
+    """Write `root/model` and `root/data` (train.jsonl, valid.jsonl); return both folders. `config`
+    overrides keys of CONFIG (a bigger model: hidden_size, num_hidden_layers, ...)."""
     model, data = Path(root) / "model", Path(root) / "data"
     model.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     train_texts, valid_texts = sentences(train, 1), sentences(valid, 2)
-    vocab, bos, eos = _tokenizer(model, [" ".join(WORDS)] + train_texts + valid_texts)
-    config = dict(CONFIG, vocab_size=vocab, bos_token_id=bos, eos_token_id=eos)
+    config = dict(CONFIG, **(config or {}))
+    vocab, bos, eos = _tokenizer(model, [" ".join(WORDS)] + train_texts + valid_texts,
+                                 config["max_position_embeddings"])
+    config.update(vocab_size=vocab, bos_token_id=bos, eos_token_id=eos)
     (model / "config.json").write_text(json.dumps(config, indent=1))
     _weights(model, config)
     for name, texts in (("train", train_texts), ("valid", valid_texts)):
