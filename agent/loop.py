@@ -140,8 +140,10 @@ class Agent:
         """Fill a rank's folder before it starts: the job's workdir, a restarted attempt's artifacts."""
         from agent import artifacts, workdir
 
-        return (workdir.prepare(self._rank_client, self.enrolment.node_id, self.runner.work_dir, a, folder)
-                or artifacts.restore(self._rank_client, self.enrolment.node_id, a, folder))
+        # Artifacts first: a node uploaded them, and the job's own workdir (from the admin) must
+        # win over anything of the same name.
+        return (artifacts.restore(self._rank_client, self.enrolment.node_id, a, folder)
+                or workdir.prepare(self._rank_client, self.enrolment.node_id, self.runner.work_dir, a, folder))
 
     def _collect_rank(self, a: RankAssignment, folder: Path, code: int) -> None:
         """Upload what rank 0 left (the job's artifacts) before its end is reported."""

@@ -17,7 +17,7 @@ from coordinator.api.jobs import JobId
 from coordinator.artifacts import ArtifactError, ArtifactStore, BadPath, PathConflict, QuotaExceeded
 from coordinator.jobs import Jobs
 from shared.schemas import ArtifactOut, ErrorOut
-from shared.schemas.artifacts import path_problem
+from shared.schemas.artifacts import ArtifactGlobs, path_problem
 from shared.status import RankStatus
 
 router = APIRouter(prefix="/jobs", tags=["artifacts"],
@@ -43,11 +43,21 @@ def _missing(job_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id!r}")
 
 
-def _may_upload(jobs: Jobs, job_id: str, node_id: str) -> None:
-    """Only the node running (or that just ran) rank 0 of the job's current or previous attempt."""
+def _may_upload(jobs: Jobs, job_id: str, node_id: str, path: str | None = None) -> None:
+    """Only the node running (or that just ran) rank 0 of the job's current or previous attempt,
+    and only a file the job's globs name: what a node uploads is restored into other nodes' rank
+    folders on a restart, so it must never be, say, the script the job runs."""
     job = jobs.get_row(job_id)
     if job is None:
         raise _missing(job_id)
+    if path is not None:
+        problem = path_problem(path)
+        if problem:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"path: {problem}")
+        globs = (job.spec or {}).get("artifacts") or []
+        if not ArtifactGlobs(globs).match(path):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{path!r} is not one of the job's artifacts "
+                                                           f"(its globs: {', '.join(globs) or 'none'})")
     for attempt in (job.attempt, job.attempt - 1):
         if attempt < 0:
             continue
@@ -90,7 +100,7 @@ async def upload(job_id: JobId, path: str, request: Request, who: Caller,
         raise HTTPException(status.HTTP_403_FORBIDDEN, "artifacts are uploaded by the agent running rank 0 "
                                                        "of the job, with its node token")
     jobs: Jobs = request.app.state.jobs
-    await run_in_threadpool(_may_upload, jobs, job_id, node_id)
+    await run_in_threadpool(_may_upload, jobs, job_id, node_id, path)
     try:
         size = int(request.headers["content-length"])
         if size < 0:

@@ -225,3 +225,14 @@ def test_only_rank_0s_node_deletes_an_artifact(cluster, written):
     assert delete(own, "out/pruned.txt") == 204 and delete(own, "out/pruned.txt") == 404
     with cluster.client() as c:
         assert "out/pruned.txt" not in {a.path for a in c.artifacts(done.id)}
+
+
+def test_a_node_uploads_only_what_the_jobs_globs_name(cluster, written):
+    """What rank 0's node uploads is restored into other nodes' rank folders on a restart: a file
+    the globs do not name (the job's own script, say) is refused."""
+    done, _ = written
+    own = node_token(cluster, done.ranks[0].node)
+    r = put(cluster, own, done.id, "run.py", b"import os; os.system('evil')")
+    assert r.status_code == 403 and "not one of the job's artifacts" in r.json()["detail"]
+    with cluster.client() as c:
+        assert "run.py" not in {a.path for a in c.artifacts(done.id)}
