@@ -11,8 +11,8 @@ fetched back into a restarted attempt's folders so it resumes from them (docs/jo
 
 A file goes up again only when its size or mtime changed, so rounds cost a folder walk. A file
 sent before and deleted since (a checkpoint the trainer pruned) is deleted on the coordinator too,
-so old checkpoints do not fill the job's quota. The watcher also ends when the thread that called `restore` (the rank's own) has ended without
-`collect`: a rank that never started.
+so old checkpoints do not fill the job's quota. The watcher also ends when the thread that called
+`restore` (the rank's own) has ended without `collect`: a rank that never started.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from urllib.parse import quote
 from agent.uplink import ApiError, Connection
 from shared.schemas.artifacts import ArtifactGlobs, path_problem, upload_order
 from shared.schemas.ranks import RankAssignment
+from shared.workdir import sha256_file
 
 log = logging.getLogger("jupiter.agent.artifacts")
 
@@ -269,7 +270,7 @@ def _fetch_one(c: Connection, a: RankAssignment, folder: Path, item: dict, ups: 
         if parent.is_symlink():  # never write through a link out of the folder
             raise ValueError(f"{parent} is a symbolic link")
     mtime = datetime.fromisoformat(item["modified_at"].replace("Z", "+00:00")).timestamp()
-    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == size and _sha256_of(dest) == sha:
+    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == size and sha256_file(dest) == sha:
         _seen(ups, rel, dest)
         return 0
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -292,11 +293,3 @@ def _seen(ups: Uploads | None, rel: str, dest: Path) -> None:
     """A restored file that rank 0 leaves as it is need not go up again."""
     if ups is not None and ups.globs.match(rel):
         ups.sent[rel] = _key(dest.stat())
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

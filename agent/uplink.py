@@ -13,14 +13,13 @@ ssl.SSLError), on which the agent backs off.
 from __future__ import annotations
 
 import http.client
-import json
 import ssl
 import time
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import shared
-from shared.apierror import ApiError, retry_after
+from shared.apierror import ApiError, from_answer  # noqa: F401 (ApiError: the agent imports it from here)
 from shared.schemas.nodes import (
     HeartbeatRequest,
     HeartbeatResponse,
@@ -91,11 +90,7 @@ class Connection:
             # Closed while it sat idle, before our request reached the server: say it again.
             resp, data = self._exchange(method, path, body, headers, timeout)
         if resp.status >= 400:
-            try:
-                detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
-            except (ValueError, AttributeError):
-                detail = data.decode("utf-8", "replace")
-            raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
+            raise from_answer(resp.status, data, resp.getheader("retry-after"))
         return resp.status, data
 
     def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float
@@ -158,11 +153,7 @@ class Connection:
             resp = conn.getresponse()
             if resp.status >= 400:
                 data = resp.read(65536)
-                try:
-                    detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
-                except (ValueError, AttributeError):
-                    detail = data.decode("utf-8", "replace")
-                raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
+                raise from_answer(resp.status, data, resp.getheader("retry-after"))
             if resp.length is not None and resp.length > max_bytes:
                 raise ValueError(f"the answer is {resp.length} bytes, over {max_bytes}")
             got = 0
@@ -200,11 +191,7 @@ class Connection:
         finally:
             conn.close()
         if resp.status >= 400:
-            try:
-                detail = json.loads(data).get("detail", data.decode("utf-8", "replace"))
-            except (ValueError, AttributeError):
-                detail = data.decode("utf-8", "replace")
-            raise ApiError(resp.status, detail, retry_after(resp.getheader("retry-after")))
+            raise from_answer(resp.status, data, resp.getheader("retry-after"))
         return data
 
 

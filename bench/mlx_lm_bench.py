@@ -54,7 +54,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from job_overhead_bench import others_running  # noqa: E402
-from shared.progress_formats import read_mlx_lm, shown  # noqa: E402
+from shared.progress_formats import read_mlx_lm  # noqa: E402
+from shared.text import shown  # noqa: E402
 from trainer_bench import CpuWatch, machine_busy  # noqa: E402
 from shared.rankenv import rank_env  # noqa: E402
 from tests.support.harness import AgentProcess, CoordinatorProcess, free_port, wait_for  # noqa: E402

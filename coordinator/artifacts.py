@@ -21,11 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.schemas.artifacts import ArtifactOut, path_problem
+from shared.workdir import sha256_file
 
 log = logging.getLogger("jupiter.artifacts")
 
 MAX_BYTES_PER_JOB = 64 << 30  # 64 GiB: the trainer keeps 3 checkpoints, 12 GB each for the 1b preset
-_HASH_CHUNK = 1 << 20
 
 
 class ArtifactError(Exception):
@@ -201,7 +201,7 @@ class ArtifactStore:
             with self._lock:
                 known = self._hashes.get(key)
             if known is None or known[:2] != (st.st_size, st.st_mtime_ns):
-                known = (st.st_size, st.st_mtime_ns, _sha256_of(self.job_dir(job_id) / path))
+                known = (st.st_size, st.st_mtime_ns, sha256_file(self.job_dir(job_id) / path))
                 with self._lock:
                     self._hashes[key] = known
             out.append(ArtifactOut(path=path, size=st.st_size, sha256=known[2], modified_at=_utc(st.st_mtime)))
@@ -234,11 +234,3 @@ class ArtifactStore:
         top = self.job_dir(job_id).resolve()
         p = (top / path).resolve()
         return p if top in p.parents and p.is_file() else None  # the store makes no symlinks; follow none out
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

@@ -4,6 +4,7 @@ agent can use it without loading an HTTP library it does not need."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -14,6 +15,17 @@ class ApiError(Exception):
         self.status, self.detail = status, detail
         self.retry_after = retry_after  # seconds, from a 429's Retry-After
         super().__init__(f"HTTP {status}: {format_detail(detail)}")
+
+
+def from_answer(status: int, body: bytes, retry_after_header: str | None = None) -> ApiError:
+    """The error an answer of `status` >= 400 with `body` means: its JSON `detail`, or the body as
+    text when it is not the coordinator's JSON (a proxy's page, say)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        detail = json.loads(body).get("detail", text)
+    except (ValueError, AttributeError):
+        detail = text
+    return ApiError(status, detail, retry_after(retry_after_header))
 
 
 def format_detail(detail: Any) -> str:

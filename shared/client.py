@@ -13,7 +13,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from shared import settings
-from shared.apierror import ApiError, format_detail, retry_after  # noqa: F401 (ApiError, format_detail: imported from here)
+from shared.apierror import ApiError, format_detail, from_answer, retry_after  # noqa: F401 (ApiError, format_detail: imported from here)
 from shared.paths import read_secret
 from shared.schemas import (
     ArtifactOut,
@@ -115,11 +115,7 @@ class Client:
     def request(self, method: str, path: str, **kw) -> httpx.Response:
         resp = self._http.request(method, path, **kw)
         if resp.status_code >= 400:
-            try:
-                detail = resp.json().get("detail", resp.text)
-            except ValueError:
-                detail = resp.text
-            raise ApiError(resp.status_code, detail, _retry_after(resp))
+            raise from_answer(resp.status_code, resp.content, resp.headers.get("retry-after"))
         return resp
 
     # -------------------------------------------------------------- open
@@ -210,11 +206,7 @@ class Client:
             resp = source.response
             if resp.status_code >= 400:
                 resp.read()
-                try:
-                    detail = resp.json().get("detail", resp.text)
-                except ValueError:
-                    detail = resp.text
-                raise ApiError(resp.status_code, detail, _retry_after(resp))
+                raise from_answer(resp.status_code, resp.content, resp.headers.get("retry-after"))
             for sse in source.iter_sse():
                 yield sse.event, json.loads(sse.data) if sse.data else None
                 if sse.event == "end":
@@ -268,11 +260,7 @@ class Client:
                                    timeout=httpx.Timeout(self._http.timeout.connect, read=60.0)) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    try:
-                        detail = resp.json().get("detail", resp.text)
-                    except ValueError:
-                        detail = resp.text
-                    raise ApiError(resp.status_code, detail, _retry_after(resp))
+                    raise from_answer(resp.status_code, resp.content, resp.headers.get("retry-after"))
                 with open(tmp, "xb") as f:
                     for block in resp.iter_bytes(1 << 20):
                         f.write(block)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.progress import PREFIX, parse as parse_jupiter
-from shared.text import CONTROL_RE, plain
+from shared.text import shown
 
 Record = dict[str, Any]
 Reader = Callable[[str], "Record | None"]
@@ -51,18 +51,6 @@ _CLASSIC_KEYS = {"Learning Rate": "learning_rate", "Tokens/sec": "tokens_per_s",
                  "Peak mem": "peak_memory_gb"}
 _TABLE_TRAIN_RE = re.compile(rf"\s*(\d{{1,19}})\s+({_NUM})\s*[▼▲]?\s+({_NUM})\s+{_NUM}k\s*", re.ASCII)
 _TABLE_VAL_RE = re.compile(rf"\s*(\d{{1,19}})\s+val\s+({_NUM})\s+{_NUM}s\s*", re.ASCII)
-
-
-def shown(line: str) -> str:
-    """What a terminal finally shows of one output line: the text after its last carriage return
-    (a progress bar redraws itself with them), without escape sequences or control characters
-    other than tabs. Never longer than `line`, and empty when nothing would show."""
-    if "\r" in line:
-        line = line.rstrip("\r\n")
-        line = line[line.rfind("\r") + 1:]
-    if not CONTROL_RE.search(line):
-        return line
-    return plain(line, multiline=True).replace("\n", " ")
 
 
 def _number(text: str) -> float | None:

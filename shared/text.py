@@ -83,3 +83,15 @@ def ansi(line: str):
     from rich.text import Text
 
     return Text.from_ansi(plain(line, keep_colour=True))
+
+
+def shown(line: str) -> str:
+    """What a terminal finally shows of one output line: the text after its last carriage return
+    (a progress bar redraws itself with them), without escape sequences or control characters
+    other than tabs. Never longer than `line`, and empty when nothing would show."""
+    if "\r" in line:
+        line = line.rstrip("\r\n")
+        line = line[line.rfind("\r") + 1:]
+    if not CONTROL_RE.search(line):
+        return line
+    return plain(line, multiline=True).replace("\n", " ")

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from coordinator.api.deps import LargeFileResponse, _bearer, _kind  # deps.py owns the token checks
+from coordinator.api.deps import LargeFileResponse, _bearer, _kind, write_body  # deps.py owns the token checks
 from coordinator.api.jobs import JobId
 from coordinator.artifacts import ArtifactError, ArtifactStore, BadPath, PathConflict, QuotaExceeded
 from coordinator.jobs import Jobs
@@ -28,7 +28,6 @@ UPLOAD_PATH = re.compile(r"^/jobs/[^/]+/artifacts/.")
 # Rank 0 of the attempt before the current one may still upload for this long after it ended: a
 # rank stopped by a restart collects its files after the job has moved on.
 RECENT_S = 600.0
-WRITE_CHUNK = 1 << 20  # bytes gathered before each write to disk (off the event loop)
 
 
 async def caller(request: Request) -> tuple[str, object]:
@@ -117,13 +116,7 @@ async def upload(job_id: JobId, path: str, request: Request, who: Caller,
     except PathConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     try:
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) >= WRITE_CHUNK:
-                await run_in_threadpool(up.write, bytes(buf))
-                buf.clear()
-        await run_in_threadpool(up.write, bytes(buf))
+        await write_body(request, up.write)
         return await run_in_threadpool(up.finish, modified)
     except PathConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from coordinator.auth import Keyring
@@ -130,3 +131,15 @@ class LargeFileResponse(FileResponse):
     back: two agents fetching a 100 MB workdir took 4x as long as a plain loopback copy."""
 
     chunk_size = 1 << 20
+
+
+async def write_body(request: Request, write) -> None:
+    """Stream the request body into `write`, gathered to 1 MiB and called off the event loop:
+    an upload is written as it arrives, never held whole, and the loop never waits on the disk."""
+    batch = bytearray()
+    async for chunk in request.stream():
+        batch += chunk
+        if len(batch) >= 1 << 20:
+            await run_in_threadpool(write, bytes(batch))
+            batch.clear()
+    await run_in_threadpool(write, bytes(batch))

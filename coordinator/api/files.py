@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
-from coordinator.api.deps import Admin, LargeFileResponse, _bearer, _kind
+from coordinator.api.deps import Admin, LargeFileResponse, _bearer, _kind, write_body
 from coordinator.files import FileStore, Refused
 from coordinator.jobs import repository as repo
 from shared.schemas import ErrorOut
@@ -20,7 +20,6 @@ router = APIRouter(prefix="/files", tags=["files"],
                    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="The file's SHA-256, lowercase hex.")]
-WRITE_BATCH = 1 << 20  # body chunks are gathered to this size, then written off the event loop
 
 
 def _store(request: Request) -> FileStore:
@@ -50,13 +49,7 @@ async def put_file(sha256: Sha256, request: Request, response: Response) -> dict
     except Refused as exc:
         raise HTTPException(exc.status, str(exc)) from None
     try:
-        batch = bytearray()
-        async for chunk in request.stream():
-            batch += chunk
-            if len(batch) >= WRITE_BATCH:
-                await run_in_threadpool(upload.write, bytes(batch))
-                batch.clear()
-        await run_in_threadpool(upload.write, bytes(batch))
+        await write_body(request, upload.write)
         fresh = await run_in_threadpool(upload.finish)
     except Refused as exc:
         raise HTTPException(exc.status, str(exc)) from None

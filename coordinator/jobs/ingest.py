@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from coordinator.jobs import repository as repo
 from coordinator.jobs import transitions as t
 from shared.progress import ProgressTracker
-from shared.progress_formats import reader_for, shown
+from shared.progress_formats import reader_for
+from shared.text import shown
 from shared.schemas import RankReport
 from shared.status import RankStatus
 

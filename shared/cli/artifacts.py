@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ from shared.cli.api import admin_client, call
 from shared.cli.output import console, err, fail
 from shared.schemas.artifacts import ArtifactGlobs, path_problem
 from shared.text import cell, markup
+from shared.workdir import sha256_file
 
 
 def register(app: typer.Typer) -> None:
@@ -44,13 +44,6 @@ def destinations(chosen: list[str], wanted: str, dest: Path | None) -> dict[str,
     root = dest if dest is not None else Path(".")
     return {p: root / p for p in chosen}
 
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifacts(
@@ -89,7 +82,7 @@ def artifacts(
             if path_problem(path):  # a path from the coordinator never leaves the destination
                 fail(f"the coordinator listed an unsafe artifact path {path!r}")
             call(lambda: c.download_artifact(job_id, path, dest))  # noqa: B023 (called at once)
-            if _sha256_of(dest) != by_path[path].sha256:
+            if sha256_file(dest) != by_path[path].sha256:
                 fail(f"{path} changed while it was downloaded; run the command again")
             total += by_path[path].size
             err.print(f"{markup(path)} -> {markup(str(dest))}", highlight=False, soft_wrap=True)

@@ -55,7 +55,7 @@ class StopOrder(Wire):
 class RankOutput(Wire):
     """Lines a rank printed, numbered so a resend after a lost answer is not stored twice.
     The lines are the rank's own output, colour codes and all: the coordinator stores them without
-    control sequences (shared/progress_formats.py `shown`)."""
+    control sequences (shared/text.py `shown`)."""
 
     job_id: Annotated[str, StringConstraints(max_length=64), PlainText]
     rank: int = Field(..., ge=0, le=4096)

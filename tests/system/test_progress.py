@@ -301,7 +301,8 @@ def test_parse_then_feed_end_to_end():
 @pytest.mark.parametrize("progress_format", ["auto", "jupiter"])
 def test_the_job_readers_take_jupiters_lines_exactly_as_parse_does(progress_format):
     """However a job reads its output (shared.progress_formats), a Jupiter line means what parse says."""
-    from shared.progress_formats import reader_for, shown
+    from shared.progress_formats import reader_for
+    from shared.text import shown
 
     read = reader_for(progress_format, ["python", "-m", "mlx_lm", "lora", "--iters", "400"])
     lines = ['JUPITER_PROGRESS {"step": 120, "total_steps": 500, "loss": 2.31}', 'JUPITER_PROGRESS {"step": 3',

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from shared.progress import ProgressTracker, format_line
-from shared.progress_formats import (iters_of, read_classic, read_jupiter, read_table, reader_for, runs_mlx_lm,
-                                     shown)
-from shared.text import CONTROL_RE
+from shared.progress_formats import iters_of, read_classic, read_jupiter, read_table, reader_for, runs_mlx_lm
+from shared.text import CONTROL_RE, shown
 
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures" / "mlx_lm"
 LORA = ["python", "-m", "mlx_lm", "lora", "--model", "m", "--train", "--data", "d", "--iters", "6"]
