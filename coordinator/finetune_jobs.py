@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from shared.schemas import JobSpec
 
+BACKEND = "ring"  # the agents start the ranks: they ship the model, collect and restore the adapters
 ADAPTERS = "adapters"  # relative to each rank's folder; collected as the job's artifacts
 # A finetune job's own progress lines carry step, loss and eval loss across restarts; mlx-lm's
 # table rows (counted from 1 again after a resume) would contradict them.
@@ -50,7 +51,7 @@ def check(spec: JobSpec, backend: str) -> None:
     if f.batch_size % ranks:
         raise FinetuneRejected(f"finetune.batch_size: {f.batch_size} does not divide by the job's {ranks} ranks "
                                f"(mlx-lm splits each batch evenly); use a multiple of {ranks}")
-    if backend != "ring":
+    if backend != BACKEND:
         # The agents ship the model, collect the adapters and restore them for a restart; under
         # mpirun no agent starts the ranks, so none of that would happen.
         raise FinetuneRejected(f"backend: finetune jobs run on ring (the agents ship the model and collect the "

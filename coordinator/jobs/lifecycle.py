@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 from coordinator.joblogs import JobLogs
 from coordinator.jobs import ingest, orders, placement, repository as repo, views
-from coordinator.jobs.spec import SpecConflict, SpecRejected, check, command_of, max_restarts_for, spec_hash, stored
+from coordinator.jobs.spec import (SpecConflict, SpecRejected, backend_of, check, command_of, max_restarts_for,
+                                   spec_hash, stored)
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
 from coordinator.store import JobRow, RankRow, Store
@@ -77,8 +78,7 @@ class Jobs:
         """Store a new pending job, or return the one already stored under the same key (a
         SpecConflict when its spec differs). SpecRejected names the field this coordinator refuses."""
         config = self.registry.config
-        # A finetune job needs the agents to start its ranks (they ship and collect its files).
-        backend = spec.backend or ("ring" if spec.finetune is not None else self.default_backend)
+        backend = backend_of(spec, self.default_backend)
         check(spec, backend, {n.name for n in self.registry.list_views()})
         if spec.workdir is not None and not self.has_file(spec.workdir):
             raise SpecRejected(f"workdir: no archive {spec.workdir} on this coordinator; upload it first "

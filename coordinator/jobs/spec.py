@@ -40,6 +40,12 @@ def command_of(spec: JobSpec, config) -> list[str]:
     return list(spec.command)
 
 
+def backend_of(spec: JobSpec, default: str) -> str:
+    """The backend the job runs on: its own, else cluster.yaml's. A finetune job takes ring, where
+    the agents start its ranks (they ship its model and collect its adapters)."""
+    return spec.backend or (finetune_jobs.BACKEND if spec.finetune is not None else default)
+
+
 def stored(spec: JobSpec) -> JobSpec:
     """The spec as the job keeps it: a job kind's defaults filled in (a finetune job's artifacts,
     the built-in trainer's checkpoints)."""
