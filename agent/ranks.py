@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import stacks
 from shared.paths import jupiter_home
 from shared.procgroup import terminate_group
 from shared.rankenv import private_dir, rank_env, safe_part
@@ -52,6 +53,9 @@ class Rank:
     stop_reason: str = "stopped by Jupiter"
     ended_at: float | None = None
     folder: Path | None = None                       # where it runs (its cwd)
+    stacks_dir: Path | None = None                   # where its Python processes say they can dump stacks
+    stopped: int | None = None                       # the pid of a process of it that is stopped (state T)
+    dumped: bool = False                             # its stacks were asked for once already
 
 
 def port_problem(a: RankAssignment) -> str | None:
@@ -101,16 +105,20 @@ def work_dir_problem(work_dir: Path, state_dir: Path) -> str | None:
 Prepare = Callable[[RankAssignment, Path], "str | None"]
 # After a rank's process ended and before its exit is told: upload what it left (artifacts).
 Collect = Callable[[RankAssignment, Path, int], None]
+# Told True when the node starts holding ranks and False when the last one ended (keep-awake).
+OnBusy = Callable[[bool], None]
 
 
 class RankRunner:
     def __init__(self, work_dir: Path, python: str, node_name: str, *,
-                 prepare: Prepare | None = None, collect: Collect | None = None):
+                 prepare: Prepare | None = None, collect: Collect | None = None, on_busy: OnBusy | None = None):
         self.work_dir = Path(work_dir)  # ranks run below it; never the agent's state dir
         self.python = python
         self.node_name = node_name
         self.prepare = prepare
         self.collect = collect
+        self.on_busy = on_busy
+        self._busy = False
         self._ranks: dict[tuple[str, int, int], Rank] = {}  # (job, attempt, rank)
         self._lock = threading.Lock()
         self.changed = threading.Event()  # wakes the reporter
@@ -123,6 +131,7 @@ class RankRunner:
             if key in self._ranks:
                 return  # orders repeat until our report arrives; start each rank once
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
+        self._busy_changed()
         problem = port_problem(a) if safe_part(a.job_id) else f"cannot start: bad job id {a.job_id!r}"
         if problem:  # at once: the port is checked as the order arrives
             self._exited(r, 98, problem)
@@ -150,6 +159,9 @@ class RankRunner:
                 return
         try:
             env = self._env(a, folder)
+            # Apart from the rank's folder: a job's artifact globs must never pick these files up.
+            r.stacks_dir = self.work_dir / "stacks" / f"{a.job_id}-{a.attempt}-{a.rank}"
+            stacks.prepare_env(env, r.stacks_dir)
             argv = list(a.command)
             if argv[0] in ("python", "python3"):
                 argv[0] = self.python  # the interpreter the agent runs ranks with (docs/jobs.md)
@@ -203,14 +215,65 @@ class RankRunner:
             self.changed.set()
 
     def _exited(self, r: Rank, code: int, reason: str | None) -> None:
+        stacks.forget(r.stacks_dir)
         with self._lock:
-            r.state, r.exit_code, r.ended_at = "exited", code, time.time()
+            r.state, r.exit_code, r.ended_at, r.stopped = "exited", code, time.time(), None
             # The wire takes plain text of at most 256 characters (an error's text may hold anything).
             r.reason = plain(reason)[:256] if reason else reason
             if reason and code in (98, 127):
                 r.lines.append(reason)
         log.info("rank %d of %s exited with %s", r.rank, r.job_id, code)
         self.changed.set()
+        self._busy_changed()
+
+    def _busy_changed(self) -> None:
+        """Tell on_busy when the node starts or stops holding ranks (once per change)."""
+        if self.on_busy is None:
+            return
+        with self._lock:
+            busy = any(r.state != "exited" for r in self._ranks.values())
+            if busy == self._busy:
+                return
+            self._busy = busy
+        try:
+            self.on_busy(busy)
+        except Exception:  # keeping the Mac awake is a help, never a reason to lose a rank
+            log.exception("on_busy(%s) failed", busy)
+
+    # ------------------------------------------------------------------ stalls
+
+    def dump_stacks(self, job_id: str, attempt: int, reason: str) -> None:
+        """Ask each running rank of the job's attempt here for its Python stacks (into its log),
+        once per rank; say so in the rank's log, and say why when a rank cannot."""
+        with self._lock:
+            targets = [r for r in self._ranks.values() if r.job_id == job_id and r.attempt == attempt
+                       and r.state == "running" and r.proc is not None and not r.dumped]
+            for r in targets:
+                r.dumped = True
+        for r in targets:
+            sent = stacks.dump(r.proc.pid, r.stacks_dir)
+            if sent:
+                note = (f"[jupiter] {reason}: the Python stack of each thread of rank {r.rank} "
+                        f"(pid {', '.join(map(str, sent))}) follows")
+            else:
+                note = (f"[jupiter] {reason}: rank {r.rank} has no Python process that can dump its stack "
+                        f"(not Python, or started with -I or -S)")
+            if r.stopped:
+                note += f"; process {r.stopped} is stopped (state T), so it dumps only once continued"
+            with self._lock:
+                r.lines.append(note)
+            self.changed.set()
+
+    def check_stopped(self) -> None:
+        """Mark each running rank whose process (or a child of it) is stopped, state T; a change
+        is reported at once."""
+        with self._lock:
+            running = [r for r in self._ranks.values() if r.state == "running" and r.proc is not None]
+        for r in running:
+            pid = stacks.stopped(r.proc.pid)
+            if pid != r.stopped:
+                r.stopped = pid
+                self.changed.set()
 
     # ------------------------------------------------------------------ stop
 
@@ -253,7 +316,8 @@ class RankRunner:
                 out.append(RankState(job_id=r.job_id, rank=r.rank, attempt=r.attempt,
                                      state=r.state if (done or r.state != "exited") else "running",
                                      pid=r.proc.pid if r.proc else None,
-                                     exit_code=r.exit_code if done else None, reason=r.reason if done else None))
+                                     exit_code=r.exit_code if done else None, reason=r.reason if done else None,
+                                     stopped=r.stopped is not None, stacks_dumped=r.dumped))
             return out
 
     def output(self) -> list[RankOutput]:

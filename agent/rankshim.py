@@ -33,8 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+from agent import stacks
 from shared.rankenv import mpi_rank_root, private_dir, safe_part, shim_filter
-from shared.rankmarkers import exit_line, start_line
+from shared.rankmarkers import exit_line, start_line, stopped_line
 
 
 def rank_from_env() -> int:
@@ -68,8 +69,11 @@ def main(argv: list[str]) -> int:
     env = shim_filter(os.environ, keep)
     try:
         folder = rank_folder(env)
+        stacks_dir = None
         if folder is not None:  # (mpirun's PWD named the folder it was started in)
             env.update(JUPITER_JOB_DIR=str(folder.parent), PWD=str(folder))
+            stacks_dir = private_dir(mpi_rank_root()) / "stacks" / f"{folder.parent.name}-{folder.name}-{rank}"
+            stacks.prepare_env(env, stacks_dir)
         read_end, write_end = os.pipe()
         try:
             child = subprocess.Popen(argv[1:], env=env, cwd=folder, stdout=write_end, stderr=write_end)
@@ -91,20 +95,59 @@ def main(argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, pass_on)
-    last = forward(read_end, child)
+    # mpirun passes SIGUSR1 on to every rank: the coordinator sends it when the job stalled.
+    # The signal only raises a flag; forward() acts on it between two chunks of output.
+    signal.signal(signal.SIGUSR1, lambda _s, _f: _dump_asked.append(True))
+    try:
+        watch = _Watch(rank, child, stacks_dir)
+        last = forward(read_end, child, on_idle=watch)
+    finally:
+        stacks.forget(stacks_dir)
     code = child.wait()
     marker = exit_line(rank, code).encode() + b"\n"
     _write_all(1, marker if last in (b"", b"\n") else b"\n" + marker)
     return code if code >= 0 else 128 - code
 
 
-def forward(fd: int, child: subprocess.Popen, chunk: int = 1 << 16) -> bytes:
+_dump_asked: list[bool] = []
+STOPPED_EVERY_S = 1.0
+
+
+class _Watch:
+    """Between two chunks of output: carry out a stack dump mpirun passed on, and tell the
+    coordinator when a process of the rank is stopped (state T) or continues."""
+
+    def __init__(self, rank: int, child: subprocess.Popen, stacks_dir):
+        self.rank, self.child, self.stacks_dir = rank, child, stacks_dir
+        self.stopped, self.looked = False, 0.0
+
+    def __call__(self, last: bytes) -> None:
+        lines = []
+        if _dump_asked:
+            _dump_asked.clear()
+            if not stacks.dump(self.child.pid, self.stacks_dir):
+                lines.append(f"[jupiter] rank {self.rank} has no Python process that can dump its stack "
+                             f"(not Python, or started with -I or -S)")
+        if time.monotonic() - self.looked >= STOPPED_EVERY_S:
+            self.looked = time.monotonic()
+            stopped = stacks.stopped(self.child.pid) is not None
+            if stopped != self.stopped:
+                self.stopped = stopped
+                lines.append(stopped_line(self.rank, stopped))
+        if lines:
+            start = b"" if last in (b"", b"\n") else b"\n"
+            _write_all(1, start + "".join(line + "\n" for line in lines).encode())
+
+
+def forward(fd: int, child: subprocess.Popen, chunk: int = 1 << 16, on_idle=None) -> bytes:
     """Copy what comes out of `fd` to stdout until the child's output ends; the last byte copied.
 
     Chunks as they come, no per-line work. The output ends at end of file, or once what the child
     wrote before it ended is passed on, even if a process it left behind holds the pipe open."""
     last, out_ok, until = b"", True, None
     while True:
+        if on_idle is not None and out_ok:
+            on_idle(last)
         wait = 0.5 if until is None else max(0.0, until - time.monotonic())
         ready, _, _ = select.select([fd], [], [], wait)
         if not ready:

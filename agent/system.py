@@ -1,7 +1,8 @@
 """The one seam between the agent and the operating system it runs on.
 
 Fact collection and service installation ask a `System` for command output, file contents and
-psutil readings. `LocalSystem` asks the real machine; `RecordedSystem` answers from a folder of
+psutil readings, and the keep-awake asks it to start a process that lives beside the agent
+(`spawn`). `LocalSystem` asks the real machine; `RecordedSystem` answers from a folder of
 recorded outputs, so the real parsers run over real macOS output on any machine.
 """
 
@@ -38,6 +39,20 @@ class InterfaceReading:
     ips: list[str] = field(default_factory=list)
 
 
+class Spawned(Protocol):
+    """A process started by `System.spawn`."""
+
+    pid: int
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> None:
+        """End it (idempotent): its stdin closes, then SIGTERM, then SIGKILL if it lingers."""
+
+    def reason(self) -> str:
+        """How it ended ("exited with code 1: Failed to connect to bus"); "" while it runs."""
+
+
 class System(Protocol):
     def platform(self) -> str:
         """`platform.system()`: "Darwin", "Linux", ..."""
@@ -58,6 +73,12 @@ class System(Protocol):
     def stamps(self, patterns: list[str]) -> list[tuple[str, int]]:
         """(path, modification time in ns) of every existing path matching these glob patterns:
         a cheap sign that something was installed or removed there."""
+
+    def spawn(self, argv: list[str]) -> Spawned | None:
+        """Start argv (never through a shell) and leave it running; None when it cannot start.
+
+        Its stdin is a pipe only this process holds open, so a child that reads it to the end
+        gets EOF the moment this process exits, however it exits (SIGKILL included)."""
 
 
 class LocalSystem:
@@ -121,6 +142,61 @@ class LocalSystem:
                     pass
         return out
 
+    def spawn(self, argv: list[str]) -> LocalProcess | None:
+        try:
+            # Its own session: a Ctrl-C meant for the agent's terminal does not reach it; the
+            # agent ends it (stop) or, if the agent dies, its stdin's EOF or its own watch does.
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except (OSError, ValueError):
+            return None
+        return LocalProcess(proc)
+
+
+class LocalProcess:
+    """A process `LocalSystem.spawn` started."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.pid = proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()  # EOF first: a child waiting on stdin ends by itself
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=3)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def reason(self) -> str:
+        code = self.proc.poll()
+        if code is None:
+            return ""
+        text = ""
+        err = self.proc.stderr
+        if err is not None and not err.closed:
+            try:
+                # Non-blocking: a grandchild could still hold the pipe's other end open.
+                os.set_blocking(err.fileno(), False)
+                lines = (err.read(4096) or b"").decode(errors="replace").strip().splitlines()
+                text = lines[0] if lines else ""
+            except (OSError, ValueError):
+                text = ""
+        how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+        return f"{how}: {text}" if text else how
+
 
 class RecordedSystem:
     """Answers from a folder recorded on a real machine.
@@ -129,13 +205,17 @@ class RecordedSystem:
     "cpu_count", "interfaces": [...], "commands": {"<argv joined by spaces>": {"file": "x.txt",
     "returncode": 0}}, "files": {"/proc/cpuinfo": "cpuinfo.txt"}, "dirs": {"/sys/...": [...]}}.
     A command or file not listed behaves as missing, like on a machine without it.
-    Every call is remembered in `calls`, so tests can assert what would have run.
+    Every call is remembered in `calls`, so tests can assert what would have run; every process
+    it was asked to start, in `spawned` (argv) and `processes` (the stand-ins it handed out).
+    A program named in "cannot_spawn" fails to start.
     """
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.spec = json.loads((self.folder / "system.json").read_text())
         self.calls: list[list[str]] = []
+        self.spawned: list[list[str]] = []
+        self.processes: list[RecordedProcess] = []
 
     def platform(self) -> str:
         return self.spec.get("platform", "Linux")
@@ -167,3 +247,34 @@ class RecordedSystem:
 
     def stamps(self, patterns: list[str]) -> list[tuple[str, int]]:
         return []  # a recorded machine never changes
+
+    def spawn(self, argv: list[str]) -> RecordedProcess | None:
+        self.spawned.append(list(argv))
+        if argv and argv[0] in self.spec.get("cannot_spawn", []):
+            return None
+        proc = RecordedProcess(10000 + len(self.processes))
+        self.processes.append(proc)
+        return proc
+
+
+class RecordedProcess:
+    """A stand-in process: alive until stopped, or until a test ends it (`end`)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.stops = 0
+        self._reason = ""
+
+    def alive(self) -> bool:
+        return not self._reason
+
+    def stop(self) -> None:
+        self.stops += 1
+        self._reason = self._reason or "stopped"
+
+    def end(self, reason: str = "exited with code 1") -> None:
+        """As if it died by itself."""
+        self._reason = reason
+
+    def reason(self) -> str:
+        return self._reason

@@ -4,8 +4,9 @@ says the same, so listing 1,000 nodes parses no facts or declarations it parsed 
 
 The cache is keyed by the values a view is made of, never by a counter someone must remember to
 bump: whatever writes a row, a view made from different values is a new view. A heartbeat's new
-time and available memory alone give a shallow copy of the last view with those two fields
-replaced, which costs a fraction of building it.
+time, available memory and pressure alone give a shallow copy of the last view with those fields
+replaced, which costs a fraction of building it. Pressure is not in the row: the registry keeps
+each node's latest in memory and hands it in (`pressure_of`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.schemas import DeclaredNode, MPIInfo, NodeFacts, NodeOut, ThunderboltInfo
+from shared.schemas import DeclaredNode, MPIInfo, NodeFacts, NodeOut, Pressure, ThunderboltInfo
 
 
 def utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
-def build(row: Any, status: str, facts: NodeFacts | None) -> NodeOut:
-    """The view of `row` (a NodeRow or a NodeRecord) with its `status` and parsed `facts`."""
+def build(row: Any, status: str, facts: NodeFacts | None, pressure: Pressure | None = None) -> NodeOut:
+    """The view of `row` (a NodeRow or a NodeRecord) with its `status`, parsed `facts` and latest `pressure`."""
     declared = DeclaredNode.model_validate_json(row.declared_json) if row.declared_json else None
     f = facts
     return NodeOut(
@@ -44,6 +45,7 @@ def build(row: Any, status: str, facts: NodeFacts | None) -> NodeOut:
         declared=declared, problems=[],  # filled in by coordinator.problems.Surveyor
         last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
         agent_version=f.agent_version if f else None, drained=row.drained, admitted=row.admitted,
+        pressure=pressure,
     )
 
 
@@ -58,9 +60,11 @@ class NodeViews:
     """Each node's last view, by node id, with what it was made of. Guarded by the registry's
     lock, held only to look up and to store: views are built outside it."""
 
-    def __init__(self, lock: threading.Lock, facts_of: Callable[[Any], NodeFacts | None]):
+    def __init__(self, lock: threading.Lock, facts_of: Callable[[Any], NodeFacts | None],
+                 pressure_of: Callable[[str], Pressure | None] = lambda node_id: None):
         self._lock = lock
         self._facts_of = facts_of
+        self._pressure_of = pressure_of
         # id -> (the row, its status, the fixed part, the live part, the view); the row itself too
         # because Store.node_records() hands out the same record until the table changes
         self._cache: dict[str, tuple[Any, str, tuple, tuple, NodeOut]] = {}
@@ -70,18 +74,20 @@ class NodeViews:
             known = [self._cache.get(r.id) for r in rows]
         out: list[NodeOut] = []
         fresh: dict[str, tuple[Any, str, tuple, tuple, NodeOut]] = {}
-        for row, status, hit in zip(rows, statuses, known):
-            if hit is not None and hit[0] is row and hit[1] == status:
+        for row, status, hit in zip(rows, statuses, known, strict=True):
+            pressure = self._pressure_of(row.id)
+            if hit is not None and hit[0] is row and hit[1] == status and hit[3][2] is pressure:
                 out.append(hit[4])
                 continue
             fixed = (row.name, row.host, status, row.declared_json, row.facts_json, row.registered_at, row.drained,
                      row.admitted)
-            live = (row.memory_available_gb, row.last_heartbeat)
+            live = (row.memory_available_gb, row.last_heartbeat, pressure)
             if hit is not None and hit[2] == fixed:
                 view = hit[4] if hit[3] == live else hit[4].model_copy(update={
-                    "memory_available_gb": _memory(row, self._facts_of(row)), "last_heartbeat": utc(row.last_heartbeat)})
+                    "memory_available_gb": _memory(row, self._facts_of(row)), "last_heartbeat": utc(row.last_heartbeat),
+                    "pressure": pressure})
             else:
-                view = build(row, status, self._facts_of(row))
+                view = build(row, status, self._facts_of(row), pressure)
             fresh[row.id] = (row, status, fixed, live, view)
             out.append(view)
         if fresh:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from coordinator import topology
 from coordinator.checks import backends, config, versions
 from coordinator.checks import nodes as node_checks
+from coordinator.checks import pressure as pressure_checks
 from coordinator.checks.problem import Problem
 from coordinator.jsonitems import JsonItems
 from shared.cluster_config import ClusterConfig
@@ -46,6 +47,7 @@ def gather(nodes: Sequence[NodeOut], facts: dict[str, NodeFacts | None], interfa
     for n in nodes:
         f = facts.get(n.id)
         extra += node_checks.agent_problems(n, f) + node_checks.declared_mismatch(n, f) + node_checks.pending(n)
+        extra += pressure_checks.problems(n)
     extra += backends.transport(cfg.backend, [n for n in nodes if n.status != "down"]) + config.unhonoured(cfg)
     return topo, combine(topo, nodes, backend=cfg.backend, extra=extra)
 

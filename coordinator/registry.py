@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlmodel import select
 
 from coordinator.auth import digest, new_node_token
+from coordinator.checks.pressure import signature as pressure_signature
 from coordinator.nodeviews import NodeViews, utc
 from coordinator.store import Beat, EventRow, NodeRecord, NodeRow, Store
 from coordinator.tokens import CLUSTER_GRANT, Grant
@@ -28,6 +29,7 @@ from shared.schemas import (
     NodeDetail,
     NodeFacts,
     NodeOut,
+    Pressure,
     RegisterRequest,
 )
 from shared.status import NodeStatus
@@ -60,7 +62,10 @@ class Registry:
         self._instances: dict[str, str] = {}  # node id -> agent process instance last seen
         self._version = 0
         self._facts_cache: dict[str, tuple[str, NodeFacts]] = {}
-        self._views = NodeViews(self._lock, self.facts_of)
+        # Each node's latest pressure, in memory only: it is live state, and after a restart the
+        # next heartbeat brings it again. Never in the stored facts (they would go stale there).
+        self._pressure: dict[str, Pressure] = {}
+        self._views = NodeViews(self._lock, self.facts_of, self._pressure.get)
         # Which nodes hold ranks is the jobs layer's to say (Jobs.busy_nodes); the app wires it in.
         self.busy_of: Callable[[], frozenset[str]] = frozenset
         self.sync_declared()
@@ -137,7 +142,8 @@ class Registry:
         now = time.time()
         token = new_node_token()
         key_digest = digest(req.node_key)
-        facts_json = req.facts.model_dump_json()
+        pressure, facts = req.facts.pressure, _without_pressure(req.facts)
+        facts_json = facts.model_dump_json()
         with self.store.write() as s:
             rows = list(s.exec(select(NodeRow)))
             row = next((r for r in rows if r.name == req.name), None)
@@ -187,7 +193,9 @@ class Registry:
                 self._token_index.pop(old_digest, None)  # the old token stops working at once
             self._token_index[row.token_hash] = row.id
             self._online[row.id] = True
-            self._facts_cache[row.id] = (facts_json, req.facts)
+            self._facts_cache[row.id] = (facts_json, facts)
+            if pressure is not None:
+                self._pressure[row.id] = pressure
             self._bump()
         return row, token, is_new
 
@@ -246,6 +254,7 @@ class Registry:
         mem = req.memory_available_gb
         if mem is None and req.facts is not None:
             mem = req.facts.memory_available_gb
+        pressure = req.pressure if req.pressure is not None else (req.facts.pressure if req.facts else None)
         # Liveness is read and written in one step under the lock, which sweep() also holds while
         # it marks nodes down: a beat either lands before the sweep looks or after it, never between.
         if not self._lock.acquire(blocking=not in_memory):
@@ -267,6 +276,10 @@ class Registry:
                     raise NotFound(node_id)
                 self._facts_cache[node_id] = (facts_json, new_facts)
             self._online[node_id] = True
+            if pressure is not None:  # problems are re-surveyed per state key: bump it for a change they see
+                if pressure_signature(self._pressure.get(node_id)) != pressure_signature(pressure):
+                    self._bump()
+                self._pressure[node_id] = pressure
             if came_back or new_facts is not None:
                 self._bump()
             if restarted:
@@ -329,6 +342,7 @@ class Registry:
                 self._token_index.pop(row.token_hash, None)
             self._online.pop(node_id, None)
             self._facts_cache.pop(node_id, None)
+            self._pressure.pop(node_id, None)
             self._bump()
         self._views.forget(node_id)
 
@@ -388,8 +402,9 @@ class Registry:
         base = self.view(row)
         evs = [EventOut(at=utc(e.at), kind=e.kind, message=e.message) for e in self.store.events_for(node_id, events)]
         facts = self.facts_of(row)
-        if facts is not None and row.memory_available_gb is not None:
-            facts = facts.model_copy(update={"memory_available_gb": row.memory_available_gb})
+        if facts is not None:  # with the live parts the view shows
+            mem = facts.memory_available_gb if row.memory_available_gb is None else row.memory_available_gb
+            facts = facts.model_copy(update={"memory_available_gb": mem, "pressure": base.pressure})
         return NodeDetail(**base.__dict__, events=evs, facts=facts)
 
 
@@ -397,11 +412,17 @@ def _new_node_id() -> str:
     return "n-" + secrets.token_hex(5)
 
 
+def _without_pressure(facts: NodeFacts) -> NodeFacts:
+    return facts if facts.pressure is None else facts.model_copy(update={"pressure": None})
+
+
 def _changed_facts(facts: NodeFacts | None, req: HeartbeatRequest) -> NodeFacts | None:
-    """The node's facts to store if this beat really changed them (available memory aside), else None."""
+    """The node's facts to store if this beat really changed them (available memory and pressure
+    aside), else None. Stored facts never hold pressure: the registry keeps it in memory."""
     if req.facts is not None:
-        if facts is None or req.facts.model_copy(update={"memory_available_gb": facts.memory_available_gb}) != facts:
-            return req.facts
+        new = _without_pressure(req.facts)
+        if facts is None or new.model_copy(update={"memory_available_gb": facts.memory_available_gb}) != facts:
+            return new
     elif req.thunderbolt is not None and facts is not None and facts.thunderbolt != req.thunderbolt:
         return facts.model_copy(update={"thunderbolt": req.thunderbolt})
     return None

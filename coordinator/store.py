@@ -112,6 +112,8 @@ class JobRow(SQLModel, table=True):
     # The log's size when its stored line counts were last committed: 0 for a new job (nothing of
     # its ranks' output counted yet), null for a job from before this column (not known).
     log_bytes: int | None = 0
+    # Signs of life of the current attempt, for the stall watchdog (coordinator/jobs/watchdog.py).
+    watch: dict | None = Field(default=None, sa_column=Column("watch_json", JSON, nullable=True))
 
 
 class RankRow(SQLModel, table=True):

@@ -22,6 +22,8 @@ def terminate_group(pgid: int, grace_s: float, kill_wait_s: float = 2.0) -> None
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, kill_wait_s)):
         try:
             os.killpg(pgid, sig)
+            if sig == signal.SIGTERM:  # a stopped process (SIGSTOP, Ctrl-Z) acts on TERM only once continued
+                os.killpg(pgid, signal.SIGCONT)
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + wait

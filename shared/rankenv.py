@@ -54,7 +54,7 @@ RANK_DEFAULTS: dict[str, str] = {
 
 # Jupiter's per-rank variables: the only JUPITER_* names a rank ever sees (besides the job's own).
 RANK_VARS = frozenset({"JUPITER_JOB_ID", "JUPITER_RANK", "JUPITER_WORLD_SIZE", "JUPITER_LOCAL_RANK",
-                       "JUPITER_NODE", "JUPITER_ATTEMPT", "JUPITER_JOB_DIR"})
+                       "JUPITER_NODE", "JUPITER_ATTEMPT", "JUPITER_JOB_DIR", "JUPITER_STACKS_DIR"})
 # What the MPI runtime itself sets on each rank (rank numbers, the PMIx server's address, the
 # MCA parameters mpirun was given) and MLX's own variables; kept by the shim on mpi ranks.
 MPI_RUNTIME_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "OPAL_", "MLX_")

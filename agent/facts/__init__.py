@@ -1,5 +1,6 @@
 """What a node says about itself (docs/api.md#nodes): `collect` for the full facts, `collect_cheap` for
-what every heartbeat carries.
+what every heartbeat carries, `collect_pressure` for heat, memory, swap and sleep (every heartbeat
+too, through agent.facts.pressure.PressureReader, which caches them).
 
 Everything is read through an `agent.system.System`, so tests run these exact functions over
 outputs recorded on real Macs and Linux boxes. Nothing here raises for what a machine prints:
@@ -18,9 +19,9 @@ from agent.facts import runtime
 from agent.facts.common import (PlatformFacts, clip, derived_machine_id, finish_problems, gib,
                                 hostname, net_interfaces)
 from agent.system import LocalSystem, System
-from shared.schemas.nodes import MPIInfo, NodeFacts, ThunderboltInfo
+from shared.schemas.nodes import MPIInfo, NodeFacts, Pressure, ThunderboltInfo
 
-__all__ = ["collect", "collect_cheap"]
+__all__ = ["collect", "collect_cheap", "collect_pressure"]
 
 T = TypeVar("T")
 
@@ -96,6 +97,14 @@ def collect_cheap(system: System | None, previous: NodeFacts) -> tuple[float, Th
         # collection runs the same parsers and reports what went wrong.
         pass
     return available, previous.thunderbolt
+
+
+def collect_pressure(system: System | None = None, *, keep_awake: bool | None = None) -> Pressure:
+    """Heat, memory pressure, swap, the sleep timer and the power source, read now. `keep_awake`
+    is the agent's own KeepAwake.state. Never raises: what cannot be read is None."""
+    from agent.facts import pressure
+
+    return pressure.read_pressure(system or LocalSystem(), keep_awake=keep_awake)
 
 
 def _os_kind(name: str) -> str:

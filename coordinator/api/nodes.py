@@ -99,10 +99,12 @@ async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request
         deadline = loop.time() + body.wait_s
         while True:
             wake.clear()
-            start, stop = await run_in_threadpool(jobs.orders_for, node_id, body.ranks)
+            start, stop, dump = await run_in_threadpool(jobs.orders_for, node_id, body.ranks)
             left = deadline - loop.time()
-            if start or stop or left <= 0 or request.app.state.node_orders.closed or await request.is_disconnected():
-                return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop)
+            if start or stop or dump or left <= 0 or request.app.state.node_orders.closed or \
+                    await request.is_disconnected():
+                return HeartbeatResponse(heartbeat_interval_s=reg.heartbeat_interval_s, start=start, stop=stop,
+                                         dump_stacks=dump)
             # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that lands with a wake-up.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, 5.0)):

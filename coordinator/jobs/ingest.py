@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from coordinator.jobs import repository as repo
 from coordinator.jobs import transitions as t
-from shared.progress import ProgressTracker
+from coordinator.jobs import watchdog
+from shared.progress_tracker import ProgressTracker
 from shared.progress_formats import reader_for
 from shared.text import shown
 from shared.schemas import RankReport
@@ -50,6 +51,7 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
     logged: dict[str, int] = {}  # job -> its log's size before this report wrote to it
     with jobs.lock, _logs_undone_on_failure(jobs, logged):
         with jobs.store.write() as s:
+            now = time.time()
             if launcher is not None:
                 job = repo.job(s, launcher.job_id)
                 if job is None:
@@ -90,7 +92,8 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                     fresh = [shown(line) for line in fresh]
                     logged.setdefault(out.job_id, jobs.logs.size(out.job_id))
                     jobs.logs.append(out.job_id, out.rank, fresh)
-                    _track(jobs, s, out.job_id, out.rank, fresh)
+                    progressed = _track(jobs, s, out.job_id, out.rank, fresh)
+                    _saw_life(s, out.job_id, out.rank, fresh, progressed, now)
                     rank.lines_stored += len(fresh)
                     s.add(rank)
                     changed.add(out.job_id)
@@ -99,9 +102,10 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                 job = repo.job(s, job_id)
                 job.log_bytes = jobs.logs.size(job_id)
                 s.add(job)
-            now = time.time()
             for order, st in enumerate(report.ranks):
                 rank = mine(st.job_id, st.attempt, st.rank)
+                if rank is not None and rank.state != RankStatus.EXITED and _saw_stopped(jobs, s, rank, st.stopped):
+                    changed.add(st.job_id)
                 if rank is None or not t.rank_moves(rank.state, st.state):
                     continue
                 rank.state, rank.pid = st.state, st.pid
@@ -126,16 +130,42 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
     return acked
 
 
-def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> None:
-    """Reports among `lines`, read in the job's progress_format (shared.progress_formats), feed
-    the job's tracker, kept in the job's row."""
-    job = repo.job(s, job_id)  # loaded for its log size below anyway
+def _saw_life(s, job_id: str, rank: int, lines: list[str], progressed: bool, now: float) -> None:
+    """Output (and progress) from a rank: the job is alive (the stall watchdog's record)."""
+    job = repo.job(s, job_id)
     if job is None:
         return
+    watch = watchdog.saw_output(job.watch or {}, now, rank, lines)
+    job.watch = watchdog.saw_progress(watch, now, rank) if progressed else watch
+    s.add(job)
+
+
+def _saw_stopped(jobs: Jobs, s, rank, stopped: bool) -> bool:
+    """Whether the agent's news that `rank` is (or no longer is) stopped changed the job."""
+    job = repo.job(s, rank.job_id)
+    if job is None or job.attempt != rank.attempt:
+        return False
+    watch = watchdog.saw_stopped(job.watch or {}, rank.rank, rank.node_name, stopped)
+    if watch is None:
+        return False
+    job.watch = watch
+    s.add(job)
+    jobs.logs.note(job.id, f"rank {rank.rank} on node {rank.node_name} is stopped (process state T: SIGSTOP, "
+                           f"Ctrl-Z or a debugger); every other rank waits for it" if stopped else
+                           f"rank {rank.rank} on node {rank.node_name} continues (no longer stopped)")
+    return True
+
+
+def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> bool:
+    """Reports among `lines`, read in the job's progress_format (shared.progress_formats), feed
+    the job's tracker, kept in the job's row. Whether there were any."""
+    job = repo.job(s, job_id)  # loaded for its log size below anyway
+    if job is None:
+        return False
     read = reader_for((job.spec or {}).get("progress_format"), job.command)
     records = [rec for rec in map(read, lines) if rec is not None]
     if not records:
-        return
+        return False
     tracker = jobs.trackers.get(job_id)
     if tracker is None:  # the first progress since start-up (or since the job ended): from the row
         tracker = ProgressTracker.from_dict(job.progress or {})
@@ -145,6 +175,7 @@ def _track(jobs: Jobs, s, job_id: str, rank: int, lines: list[str]) -> None:
         tracker.feed(rank, rec)
     job.progress = tracker.to_dict()
     s.add(job)
+    return True
 
 
 @contextlib.contextmanager

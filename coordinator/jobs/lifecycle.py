@@ -24,8 +24,9 @@ from coordinator.jobs.spec import (SpecConflict, SpecRejected, backend_of, check
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
 from coordinator.store import JobRow, RankRow, Store
-from shared.progress import ProgressTracker
-from shared.schemas import JobDetail, JobOut, JobSpec, RankAssignment, RankReport, RankState, StopOrder
+from shared.progress_tracker import ProgressTracker
+from shared.schemas import (JobDetail, JobOut, JobSpec, RankAssignment, RankReport, RankState, StackDumpOrder,
+                            StopOrder)
 from shared.status import ACTIVE, TERMINAL, JobStatus, RankStatus
 
 log = logging.getLogger("jupiter.jobs")
@@ -40,9 +41,10 @@ class Launcher:
 
     def start(self, job: JobRow, ranks: list[RankRow]) -> None: ...
     def stop(self, job: JobRow) -> None: ...
+    def dump_stacks(self, job: JobRow) -> None: ...
 
 
-def job_facts(row: JobRow) -> t.Job:
+def job_facts(row: JobRow, booted_at: float = 0.0) -> t.Job:
     """The stored job as the pure rules see it."""
     spec = JobSpec.model_validate(row.spec) if row.spec else None
     return t.Job(status=row.status, attempt=row.attempt, max_restarts=row.max_restarts,
@@ -50,7 +52,9 @@ def job_facts(row: JobRow) -> t.Job:
                  pending_reason=row.pending_reason,
                  pending_timeout_s=spec.pending_timeout_s if spec else None,
                  start_timeout_s=spec.start_timeout_s if spec else 60.0,
-                 timeout_s=spec.timeout_s if spec else None)
+                 timeout_s=spec.timeout_s if spec else None,
+                 stall_timeout_s=spec.stall_timeout_s if spec else None,
+                 watch=dict(row.watch or {}), booted_at=booted_at)
 
 
 def rank_facts(rows: list[RankRow]) -> list[t.Rank]:
@@ -71,6 +75,7 @@ class Jobs:
         self.has_file: Callable[[str], bool] = lambda sha256: True          # the file store's (app.py)
         self._busy: tuple[int, frozenset[str]] = (-1, frozenset())          # (store generation, nodes)
         self.trackers: dict[str, ProgressTracker] = {}  # job -> its progress, while it runs (ingest.py)
+        self.booted_at = time.time()  # a job is not silent for longer than this coordinator has run
 
     # ---------------------------------------------------------------- commands from clients
 
@@ -159,7 +164,7 @@ class Jobs:
                 if row is None:
                     return None
                 ranks = repo.ranks(s, job_id, row.attempt)
-            decision = t.decide(job_facts(row), rank_facts(ranks), event)
+            decision = t.decide(job_facts(row, self.booted_at), rank_facts(ranks), event)
             for effect in decision.effects:
                 self._apply(row, effect)
         # A tick that changed nothing is not news: on_change wakes the scheduler, which ticks
@@ -175,16 +180,38 @@ class Jobs:
             case t.MarkRunning():
                 self._update(job.id, status=JobStatus.RUNNING, started_at=time.time())
                 self.logs.note(job.id, "all ranks running")
-            case t.Finish(status=status, exit_code=code, error=error):
-                self._finish(job, status, code, error)
-            case t.Restart(error=error):
-                self._restart(job, error)
+            case t.DumpStacks(silent_s=silent, limit_s=limit):
+                self._dump_stacks(job, silent, limit)
+            case t.Finish(status=status, exit_code=code, error=error, stalled=stalled):
+                self._finish(job, status, code, error, stalled)
+            case t.Restart(error=error, stalled=stalled):
+                self._restart(job, error, stalled)
 
-    def _finish(self, job: JobRow, status: str, exit_code: int | None, error: str | None) -> None:
+    def _dump_stacks(self, job: JobRow, silent: float, limit: float) -> None:
+        """The job stalled: note when, and have every rank dump its Python stacks into the log
+        (agents through their orders, the mpi launcher through mpirun); tick fails it shortly."""
+        with self.store.write() as s:
+            row = repo.job(s, job.id)
+            row.watch = {**(row.watch or {}), "dump_at": time.time(), "silent_s": round(silent, 1),
+                         "limit_s": limit}
+            s.add(row)
+            nodes = repo.nodes_of(s, job.id)
+        self.logs.note(job.id, f"no rank printed or reported progress for {silent:.0f} s (limit {limit:g} s): "
+                               f"the job stalled; asking each rank for its Python stack")
+        launcher = self.launchers.get(job.backend)
+        if launcher is not None:
+            launcher.dump_stacks(row)
+        for node_id in nodes:
+            self.on_node_orders(node_id)
+
+    def _finish(self, job: JobRow, status: str, exit_code: int | None, error: str | None,
+                stalled: bool = False) -> None:
         now = time.time()
         with self.store.write() as s:
             row = repo.job(s, job.id)
             row.status, row.ended_at, row.exit_code, row.error = status, now, exit_code, error
+            if stalled:
+                row.watch = {**(row.watch or {}), "stalled": True}
             s.add(row)
             _close_unstarted(s, job.id, now)
             nodes = repo.nodes_of(s, job.id)
@@ -194,10 +221,12 @@ class Jobs:
         for node_id in nodes:
             self.on_node_orders(node_id)
 
-    def _restart(self, job: JobRow, error: str) -> None:
+    def _restart(self, job: JobRow, error: str, stalled: bool = False) -> None:
         now = time.time()
         with self.store.write() as s:
             row = repo.job(s, job.id)
+            # The next attempt is watched afresh; that this one stalled stays until it is placed.
+            row.watch = {"stalled": True} if stalled else {}
             row.attempts = [*row.attempts, {"attempt": row.attempt, "nodes": row.nodes, "error": error,
                                             "started_at": row.placed_at, "ended_at": now}]
             row.attempt += 1
@@ -219,8 +248,9 @@ class Jobs:
 
     # ---------------------------------------------------------------- orders for agents
 
-    def orders_for(self, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
-        """What the agent on `node_id` must start and stop, given the ranks it says it has."""
+    def orders_for(self, node_id: str, reported: list[RankState]
+                   ) -> tuple[list[RankAssignment], list[StopOrder], list[StackDumpOrder]]:
+        """What the agent on `node_id` must start, stop and dump the stacks of, given the ranks it has."""
         return orders.orders_for(self, node_id, reported)
 
     # ---------------------------------------------------------------- reads
@@ -269,13 +299,15 @@ class Jobs:
             return repo.jobs(s, status=status, limit=limit)
 
     def view(self, job: JobRow, history: bool = True, env: bool = True) -> JobOut:
-        return views.job_out(job, history=history, env=env)
+        # The nodes' pressure facts name a straggler's likely cause; read only when there is one.
+        return views.job_out(job, history=history, env=env,
+                             pressure=lambda: views.node_pressure(self.registry))
 
     def detail(self, job_id: str) -> JobDetail:
         job = self.get_row(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return views.job_detail(job, self.ranks(job_id))
+        return views.job_detail(job, self.ranks(job_id), pressure=lambda: views.node_pressure(self.registry))
 
     def hostfile(self, job_id: str, fmt: str) -> str:
         job = self.get_row(job_id)

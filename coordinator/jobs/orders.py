@@ -12,18 +12,22 @@ from coordinator.jobs import repository as repo
 from coordinator.jobs.placement import ring_of
 from coordinator.jobs.spec import stop_grace_of
 from coordinator.store import JobRow, RankRow
-from shared.schemas import JobSpec, RankAssignment, RankState, StopOrder
+from shared.schemas import JobSpec, RankAssignment, RankState, StackDumpOrder, StopOrder
 from shared.status import ACTIVE, TERMINAL, RankStatus
 
 if TYPE_CHECKING:
     from coordinator.jobs.lifecycle import Jobs
 
 
-def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]) -> tuple[list[RankAssignment], list[StopOrder]]:
+def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]
+               ) -> tuple[list[RankAssignment], list[StopOrder], list[StackDumpOrder]]:
+    """Ranks to start, to stop, and whose Python stacks to dump (their job stalled)."""
     have = {(r.job_id, r.attempt, r.rank) for r in reported}
     running = {(r.job_id, r.attempt) for r in reported if r.state != RankStatus.EXITED}
+    undumped = {(r.job_id, r.attempt) for r in reported if r.state != RankStatus.EXITED and not r.stacks_dumped}
     start: list[RankAssignment] = []
     stop: list[StopOrder] = []
+    dump: list[StackDumpOrder] = []
     with jobs.store.read() as s:
         rows = repo.orders_view(s, node_id)
         jobs_here = {job.id: job for _, job in rows}
@@ -41,7 +45,9 @@ def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]) -> tuple[lis
             if job is None or job.status in TERMINAL or attempt != job.attempt:
                 why = "unknown job" if job is None else job.status if job.status in TERMINAL else "an old attempt"
                 stop.append(StopOrder(job_id=job_id, attempt=attempt, reason=why))
-    return start, stop
+            elif (job.watch or {}).get("dump_at") is not None and (job_id, attempt) in undumped:
+                dump.append(StackDumpOrder(job_id=job_id, attempt=attempt, reason="the job stalled"))
+    return start, stop, dump
 
 
 def assignments(job: JobRow, mine: list[RankRow], everyone: list[RankRow]) -> list[RankAssignment]:

@@ -107,7 +107,7 @@ def _start(jobs: Jobs, job: JobRow, spec: JobSpec, placement: Placement) -> list
     with jobs.store.write() as s:
         row = repo.job(s, job.id)
         row.status, row.placed_at, row.pending_reason = JobStatus.STARTING, time.time(), None
-        row.nodes = names
+        row.nodes, row.watch = names, {}  # a new attempt: watched afresh (watchdog.py)
         s.add(row)
         for r in ranks:
             s.add(r)

@@ -26,7 +26,8 @@ def spec_hash(spec: JobSpec) -> str:
     # secret_env counts (the same key with another secret is another job); the digest is stored,
     # never shown. Fields added later are left out while they hold their defaults, so digests of
     # jobs stored before they existed still match.
-    later = {"secret_env": {}, "progress_format": "auto", "workdir": None, "artifacts": [], "finetune": None}
+    later = {"secret_env": {}, "progress_format": "auto", "workdir": None, "artifacts": [], "finetune": None,
+             "stall_timeout_s": None}
     exclude = {"idempotency_key"} | {k for k, default in later.items() if getattr(spec, k) == default}
     body = spec.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
+from coordinator.jobs import watchdog
 from shared.status import ACTIVE, TERMINAL, JobStatus, RankStatus
 
 # A rank only ever moves forward; a stale report (sent before a newer one arrived) is ignored.
@@ -35,6 +36,9 @@ class Job:
     pending_timeout_s: float | None = None
     start_timeout_s: float = 60.0
     timeout_s: float | None = None
+    stall_timeout_s: float | None = None
+    watch: dict = field(default_factory=dict)   # signs of life (coordinator/jobs/watchdog.py)
+    booted_at: float = 0.0                      # when this coordinator started
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,21 @@ class MarkRunning:
 
 
 @dataclass(frozen=True)
+class DumpStacks:
+    """The job stalled: ask every rank for its Python stacks (into the log) before it is failed."""
+
+    silent_s: float
+    limit_s: float
+
+
+@dataclass(frozen=True)
 class Finish:
     """The job ends in `status` (terminal); whatever of it still runs is stopped."""
 
     status: str
     exit_code: int | None = None
     error: str | None = None
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class Restart:
     """The attempt failed with restarts left: record it, stop its ranks, and queue the job again."""
 
     error: str
+    stalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ class Decision:
     effects: tuple = field(default_factory=tuple)
 
 
-Effect = MarkRunning | Finish | Restart
+Effect = MarkRunning | DumpStacks | Finish | Restart
 
 
 # ---------------------------------------------------------------- the rules
@@ -141,13 +155,14 @@ def rank_moves(current: str, reported: str) -> bool:
     return RANK_ORDER[reported] > RANK_ORDER[current]
 
 
-def conclude(job: Job, status: str, *, exit_code: int | None = None, error: str | None = None) -> Decision:
+def conclude(job: Job, status: str, *, exit_code: int | None = None, error: str | None = None,
+             stalled: bool = False) -> Decision:
     """Ending the job in `status`: once only, and a failure with restarts left restarts instead."""
     if job.status in TERMINAL:
         return Decision(job.status)
     if status == JobStatus.FAILED and job.status in ACTIVE and job.attempt < job.max_restarts:
-        return Decision(JobStatus.PENDING, (Restart(error or "failed"),))
-    return Decision(status, (Finish(status, exit_code, error),))
+        return Decision(JobStatus.PENDING, (Restart(error or "failed", stalled),))
+    return Decision(status, (Finish(status, exit_code, error, stalled),))
 
 
 def _first_failure(ranks: list[Rank]) -> Rank | None:
@@ -180,7 +195,8 @@ def after_ranks_changed(job: Job, ranks: list[Rank]) -> Decision:
 
 
 def after_tick(job: Job, ranks: list[Rank], now: float) -> Decision:
-    """Timeouts: pending too long, ranks not started in time, running past timeout_s."""
+    """Timeouts: pending too long, ranks not started in time, running past timeout_s, silent for
+    longer than the stall limit."""
     if job.status == JobStatus.PENDING and job.pending_timeout_s and now - job.created_at > job.pending_timeout_s:
         return conclude(job, JobStatus.FAILED,
                         error=f"could not be placed within {job.pending_timeout_s:g} s: {job.pending_reason}")
@@ -190,7 +206,25 @@ def after_tick(job: Job, ranks: list[Rank], now: float) -> Decision:
         return conclude(job, JobStatus.FAILED, error=f"{names} did not start within {job.start_timeout_s:g} s")
     if job.status == JobStatus.RUNNING and job.timeout_s and job.started_at and now - job.started_at > job.timeout_s:
         return conclude(job, JobStatus.FAILED, error=f"timed out after {job.timeout_s:g} s (timeout_s)")
+    if job.status == JobStatus.RUNNING:
+        return _stall_check(job, ranks, now)
     return Decision(job.status)
+
+
+def _stall_check(job: Job, ranks: list[Rank], now: float) -> Decision:
+    """Silent for longer than the limit: ask for the ranks' stacks; DUMP_WAIT_S later, fail."""
+    w = job.watch
+    if w.get("dump_at") is None:
+        silent = now - watchdog.silent_since(w, job.started_at, job.booted_at)
+        limit = watchdog.limit_s(job.stall_timeout_s, w)
+        if silent > limit:
+            return Decision(job.status, (DumpStacks(silent, limit),))
+        return Decision(job.status)
+    if now - w["dump_at"] < watchdog.DUMP_WAIT_S:
+        return Decision(job.status)
+    error = watchdog.stall_error(w.get("silent_s", 0.0), w.get("limit_s", 0.0), bool(job.stall_timeout_s), w,
+                                 {r.rank: r.node_name for r in ranks})
+    return conclude(job, JobStatus.FAILED, error=error, stalled=True)
 
 
 def decide(job: Job, ranks: list[Rank], event: Event) -> Decision:

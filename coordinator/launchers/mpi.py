@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -177,6 +178,17 @@ class MpiLauncher:
         if not state:
             return
         threading.Thread(target=terminate_group, args=(state["pid"], STOP_GRACE_S), daemon=True).start()
+
+    def dump_stacks(self, job: JobRow) -> None:
+        """The job stalled: SIGUSR1 to mpirun (through its wrapper), which passes it on to every
+        rank; each rank's shim (agent.rankshim) has the rank's Python processes dump their stacks."""
+        state = job.launcher
+        if not state:
+            return
+        try:
+            os.kill(state["pid"], signal.SIGUSR1)
+        except OSError as exc:
+            log.warning("job %s: cannot signal mpirun (pid %s) for the ranks' stacks: %s", job.id, state["pid"], exc)
 
     # ------------------------------------------------------------------ watching
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from shared.rankmarkers import parse_marker, parse_start
+from shared.rankmarkers import parse_marker, parse_start, parse_stopped
 from shared.schemas import RankOutput, RankReport, RankState
 from shared.status import RankStatus
 
@@ -42,11 +42,13 @@ class Follower:
                     own.append(line)
                 continue
             rank, text = int(m.group(1)), m.group(2)
-            exited, started = parse_marker(text), parse_start(text)
+            exited, started, stopped = parse_marker(text), parse_start(text), parse_stopped(text)
             if exited is not None:
                 states.append(self._state(exited[0], RankStatus.EXITED, exit_code=exited[1]))
             elif started is not None:
                 states.append(self._state(started, RankStatus.RUNNING))
+            elif stopped is not None:
+                states.append(self._state(stopped[0], RankStatus.RUNNING, stopped=stopped[1]))
             else:
                 by_rank.setdefault(rank, []).append(text[:MAX_LINE_CHARS])
         output = []
@@ -61,9 +63,10 @@ class Follower:
     def starting(self, ranks: list[int]) -> RankReport:
         return RankReport.model_construct(ranks=[self._state(r, RankStatus.STARTING) for r in ranks], output=[])
 
-    def _state(self, rank: int, state: str, *, exit_code: int | None = None, reason: str | None = None) -> RankState:
+    def _state(self, rank: int, state: str, *, exit_code: int | None = None, reason: str | None = None,
+               stopped: bool = False) -> RankState:
         return RankState.model_construct(job_id=self.job_id, rank=rank, attempt=self.attempt, state=state,
-                                         pid=None, exit_code=exit_code, reason=reason)
+                                         pid=None, exit_code=exit_code, reason=reason, stopped=stopped)
 
     def unreachable(self, hosts_of_rank: dict[int, set[str]]) -> tuple[int, str, str] | None:
         """(rank, host, mpirun's line) when mpirun said it could not reach a host of one of ours."""

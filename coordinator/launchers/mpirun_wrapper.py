@@ -31,6 +31,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # mpirun passes SIGUSR1 on to every rank: how a stalled job's ranks are asked for their stacks.
+    signal.signal(signal.SIGUSR1, forward)
     code = child.wait()
     tmp = exit_file + ".tmp"
     with open(tmp, "w") as f:

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from shared.cli.api import admin_client, call
 from shared.cli.output import console, err, fail
@@ -22,27 +23,88 @@ from shared.text import ansi, cell, markup, plain
 
 def register(app: typer.Typer) -> None:
     app.command()(jobs)
+    app.command()(job)
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(submit)
     app.command()(logs)
     app.command()(cancel)
+
+
+COLOURS = {"pending": "yellow", "starting": "cyan", "running": "cyan", "succeeded": "green",
+           "failed": "red", "cancelled": "magenta"}
+
+
+def status_text(j) -> str:
+    """The job's status as Rich markup: a stalled job says so ("failed (stalled)")."""
+    word = markup(j.status) + (" (stalled)" if j.stalled else "")
+    return f"[{COLOURS.get(j.status, 'white')}]{word}[/]"
+
+
+def straggler_line(s) -> str:
+    """One straggler in plain words: "rank 1 on n2, 38 % slower: thermal throttling (...)"."""
+    return f"rank {s.rank} on {s.node}, {s.slower_pct:.0f} % slower" + (f": {s.cause}" if s.cause else "")
 
 
 def job_table(rows) -> Table:
     t = Table(title="Jobs", title_justify="left")
     for col in ("id", "name", "status", "backend", "ranks", "nodes", "created", "progress", "error"):
         t.add_column(col, overflow="fold")
-    colours = {"pending": "yellow", "starting": "cyan", "running": "cyan", "succeeded": "green",
-               "failed": "red", "cancelled": "magenta"}
     for j in rows:
         prog = ""
         if j.progress.get("step") is not None:
             prog = f"{j.progress['step']}/{j.progress.get('total_steps') or '?'}"
             if j.progress.get("loss") is not None:
                 prog += f" loss {j.progress['loss']:.4g}"
-        t.add_row(cell(j.id), cell(j.name), f"[{colours.get(j.status, 'white')}]{j.status}[/]", cell(j.backend),
+        status = status_text(j)
+        if j.stragglers:
+            status += f"\n[yellow]{len(j.stragglers)} straggler{'s' if len(j.stragglers) > 1 else ''}[/]"
+        notes = [j.error or j.pending_reason, *j.warnings, *("straggler: " + straggler_line(s) for s in j.stragglers)]
+        t.add_row(cell(j.id), cell(j.name), status, cell(j.backend),
                   str(j.world_size), cell(",".join(j.nodes)), j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                  cell(prog, empty=""), cell(j.error or j.pending_reason, empty=""))
+                  cell(prog, empty=""), Text("\n".join(plain(n) for n in notes if n)))
     return t
+
+
+def job(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """One job: status, progress, each rank's state and speed, stragglers and warnings."""
+    with admin_client() as c:
+        j = call(lambda: c.job(job_id))
+    if as_json:
+        print(json.dumps(j.model_dump(mode="json"), indent=2))
+        return
+    console.print(f"[bold]{markup(j.id)}[/] {markup(j.name)}: {status_text(j)} ({j.world_size} rank(s), "
+                  f"{markup(j.backend)}" + (f", on {markup(', '.join(j.nodes))}" if j.nodes else "") + ")",
+                  highlight=False, soft_wrap=True)
+    p = j.progress
+    if p.get("step") is not None:
+        line = f"step {p['step']}" + (f"/{p['total_steps']}" if p.get("total_steps") else "")
+        line += "".join(f", {label} {p[key]:.4g}" for key, label in (("loss", "loss"), ("eval_loss", "eval loss"))
+                        if isinstance(p.get(key), (int, float)))
+        console.print(f"progress: {markup(line)}", highlight=False)
+    for label, text in (("error", j.error), ("waiting", j.pending_reason if j.status == "pending" else None)):
+        if text:
+            console.print(f"[red]{label}:[/] {markup(text)}" if label == "error" else f"{label}: {markup(text)}",
+                          highlight=False, soft_wrap=True)
+    for w in j.warnings:
+        console.print(f"[yellow]warning:[/] {markup(w)}", highlight=False, soft_wrap=True)
+    for s in j.stragglers:
+        console.print(f"[yellow]straggler:[/] {markup(straggler_line(s))}", highlight=False, soft_wrap=True)
+    speed = {r.rank: r for r in j.rank_progress}
+    slow = {s.rank for s in j.stragglers}
+    numbers = sorted({r.rank for r in j.ranks} | set(speed))
+    if not numbers:
+        return
+    t = Table(title="Ranks", title_justify="left")
+    for col in ("rank", "node", "state", "step", "s/step", "share", "exit", "reason"):
+        t.add_column(col, overflow="fold")
+    states = {r.rank: r for r in j.ranks}
+    for n in numbers:
+        r, sp = states.get(n), speed.get(n)
+        t.add_row(f"[yellow]{n} (straggler)[/]" if n in slow else str(n),
+                  cell(r.node if r else sp.node if sp else None), cell(r.state if r else None),
+                  cell(sp.step if sp else None), cell(f"{sp.step_time_s:.3g}" if sp and sp.step_time_s else None),
+                  cell(f"{sp.share:.3g}" if sp and sp.share is not None else None),
+                  cell(r.exit_code if r else None), cell(r.reason if r else None, empty=""))
+    console.print(t)
 
 
 def jobs(status: Optional[str] = typer.Option(None, help="Only jobs with this status."),
@@ -134,6 +196,9 @@ def submit(
     role: list[str] = typer.Option([], "--role", help="Eligible node roles (repeatable)."),
     min_memory_gb: float = typer.Option(0, min=0),
     timeout: Optional[float] = typer.Option(None, help="Fail the job after this many seconds running."),
+    stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", help=(
+        "Fail the job (with each rank's Python stack in the log) when no rank printed or reported progress "
+        "for this many seconds; default adaptive: 10 min until the first progress report, then 10x its interval.")),
     idempotency_key: Optional[str] = typer.Option(None),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the job id and return at once."),
     artifacts: list[str] = typer.Option([], "--artifacts", help=(
@@ -150,7 +215,8 @@ def submit(
         spec["node_names"] = node
     if nodes is not None:
         spec["nodes"] = nodes
-    for key, value in (("backend", backend), ("timeout_s", timeout), ("idempotency_key", idempotency_key)):
+    for key, value in (("backend", backend), ("timeout_s", timeout), ("stall_timeout_s", stall_timeout),
+                       ("idempotency_key", idempotency_key)):
         if value is not None:
             spec[key] = value
     if role:

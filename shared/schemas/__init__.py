@@ -23,12 +23,12 @@ _WHERE = {
     "common": ("HOST_RE", "NAME_RE", "DeviceType", "ErrorOut", "Host", "NodeKey", "NodeName", "PlainText", "Role",
                "ShortText", "Wire", "plain_text", "validate_host"),
     "jobs": ("ENV_KEY_RE", "RESERVED_ENV", "Arg", "AttemptOut", "Backend", "EnvValue", "JobDetail", "JobOut",
-             "JobSpec", "JobStatus", "LossPoint", "RankOut"),
+             "JobSpec", "JobStatus", "LossPoint", "RankOut", "RankProgress", "Straggler"),
     "nodes": ("EXAMPLE_FACTS", "DeclaredNode", "EventOut", "GPUInfo", "HeartbeatRequest", "HeartbeatResponse",
-              "MPIInfo", "NetInterface", "NodeDetail", "NodeFacts", "NodeOut", "NodeStatus", "RegisterRequest",
-              "RegisterResponse", "ThunderboltBridge", "ThunderboltInfo", "ThunderboltPort"),
+              "MPIInfo", "NetInterface", "NodeDetail", "NodeFacts", "NodeOut", "NodeStatus", "Pressure",
+              "RegisterRequest", "RegisterResponse", "ThunderboltBridge", "ThunderboltInfo", "ThunderboltPort"),
     "ranks": ("OrdersRequest", "RankAssignment", "RankOutput", "RankReport", "RankReportAck", "RankState",
-              "StopOrder"),
+              "StackDumpOrder", "StopOrder"),
     "tokens": ("TokenCreate", "TokenOut"),
 }
 _MODULE_OF = {name: f"shared.schemas.{mod}" for mod, names in _WHERE.items() for name in names}
@@ -40,9 +40,9 @@ __all__ = [
     "EventOut", "GPUInfo",
     "Health", "HeartbeatRequest", "HeartbeatResponse", "Host", "JobDetail", "JobOut", "JobSpec", "JobStatus",
     "LossPoint", "MPIInfo", "NetInterface", "NodeDetail", "NodeFacts", "NodeKey", "NodeName", "NodeOut",
-    "NodeStatus", "OrdersRequest", "PlainText", "ProblemOut", "RankAssignment", "RankOut", "RankOutput",
-    "RankReport", "RankReportAck", "RankState", "RegisterRequest", "RegisterResponse", "Role", "ShortText",
-    "StopOrder", "ThunderboltBridge", "ThunderboltInfo", "ThunderboltPort", "TokenCreate", "TokenOut", "Wire",
+    "NodeStatus", "OrdersRequest", "PlainText", "Pressure", "ProblemOut", "RankAssignment", "RankOut", "RankOutput",
+    "RankProgress", "RankReport", "RankReportAck", "RankState", "RegisterRequest", "RegisterResponse", "Role", "ShortText",
+    "StackDumpOrder", "StopOrder", "Straggler", "ThunderboltBridge", "ThunderboltInfo", "ThunderboltPort", "TokenCreate", "TokenOut", "Wire",
     "plain_text", "validate_host",
 ]
 
@@ -105,6 +105,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time the names c
         NodeFacts,
         NodeOut,
         NodeStatus,
+        Pressure,
         RegisterRequest,
         RegisterResponse,
         ThunderboltBridge,

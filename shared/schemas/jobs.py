@@ -99,6 +99,10 @@ class JobSpec(Wire):
     pending_timeout_s: float | None = Field(None, gt=0, le=30 * 86400,
                                             description="Fail the job if it cannot be placed within this long.")
     start_timeout_s: float = Field(60, gt=0, le=3600, description="All ranks must start within this long.")
+    stall_timeout_s: float | None = Field(None, gt=0, le=30 * 86400, description=(
+        "Fail the job (dumping each Python rank's stack into the log first) when no rank printed or reported "
+        "progress for this long. Null: adaptive, 10 minutes until the first progress report, then 10x the "
+        "usual interval between reports, never under 2 minutes (docs/reliability.md#stalls)."))
     max_restarts: int | None = Field(None, ge=0, le=20, description=(
         "Relaunch after a failed rank or node, on the remaining eligible nodes. Default: 2 for the "
         "built-in trainer when cluster.yaml has auto_restart_failed_nodes, else 0."))
@@ -177,6 +181,30 @@ class JobOut(BaseModel):
     attempts: list[AttemptOut] = Field(default_factory=list, description="Earlier attempts that failed.")
     workdir: str | None = Field(None, description="SHA-256 of the job's uploaded workdir archive, if any.")
     artifacts: list[str] = Field(default_factory=list, description="The job's artifact globs.")
+    stalled: bool = Field(False, description="The job, or the attempt that ended last, was stopped because no "
+                                             "rank printed or reported progress for its stall timeout.")
+    warnings: list[str] = Field(default_factory=list, description=(
+        "What is wrong while it runs, a sentence each: a rank stopped (process state T), a stall being handled."))
+    rank_progress: list[RankProgress] = Field(default_factory=list, description=(
+        "Each reporting rank's latest step and speed (docs/progress.md#per-rank)."))
+    stragglers: list[Straggler] = Field(default_factory=list, description=(
+        "Ranks persistently slower than the others, with the likely cause the node's facts show."))
+
+
+class RankProgress(BaseModel):
+    rank: int
+    node: str | None = None
+    step: int | None = None
+    step_time_s: float | None = Field(None, description="Seconds of this rank's own work per step.")
+    share: float | None = Field(None, description="This rank's fraction of the global batch.")
+
+
+class Straggler(BaseModel):
+    rank: int
+    node: str
+    slower_pct: float = Field(..., description="How much slower than the median of the other ranks, in percent.")
+    cause: str | None = Field(None, description="The likely cause the node's facts show (thermal pressure, "
+                                                "memory pressure, swap, another process), or null.")
 
 
 class RankOut(BaseModel):

@@ -18,7 +18,7 @@ from shared.schemas.common import (
     ShortText,
     Wire,
 )
-from shared.schemas.ranks import RankAssignment, RankState, StopOrder
+from shared.schemas.ranks import RankAssignment, RankState, StackDumpOrder, StopOrder
 
 # The words are shared/status.py's enums; Literal here keeps the OpenAPI page a plain list of strings
 # (tests/unit/test_status_words.py checks the two agree).
@@ -68,6 +68,25 @@ class GPUInfo(Wire):
     memory_gb: float | None = Field(None, ge=0)
 
 
+class Pressure(Wire):
+    """What slows or stops a node while it trains: heat, memory, swap and sleep. Read every
+    heartbeat (a few seconds old at most); null where this node's OS does not say."""
+
+    thermal: Literal["nominal", "fair", "serious", "critical"] | None = Field(None, description=(
+        "The OS's thermal state: `serious` and `critical` mean it is slowing the chip down."))
+    cpu_speed_limit_pct: int | None = Field(None, ge=0, le=100, description=(
+        "macOS `CPU_Speed_Limit` (`pmset -g therm`): below 100 the CPU is held back. Intel Macs only."))
+    memory: Literal["normal", "warning", "critical"] | None = Field(None, description=(
+        "Memory pressure: the kernel's level on macOS, from PSI (/proc/pressure/memory) on Linux."))
+    swap_used_gb: float | None = Field(None, ge=0, le=1 << 20)
+    swap_total_gb: float | None = Field(None, ge=0, le=1 << 20)
+    sleep_after_min: int | None = Field(None, ge=0, le=1 << 20, description=(
+        "The system sleep timer in minutes (`pmset -g` sleep); 0 never sleeps."))
+    on_battery: bool | None = Field(None, description="Running on battery (macOS keeps a laptop awake only on AC).")
+    keep_awake: bool | None = Field(None, description=(
+        "Whether the agent holds a keep-awake assertion now (it does while ranks run); null where it cannot."))
+
+
 EXAMPLE_FACTS = {
     "machine_id": "6F1C2D3E-4A5B-5C6D-8E9F-0A1B2C3D4E5F", "hostname": "mac-mini-1.local", "os": "macos",
     "os_version": "macOS 15.1 (24B83)", "device_type": "mac", "chip": "Apple M4 Pro", "memory_gb": 64.0,
@@ -113,6 +132,7 @@ class NodeFacts(Wire):
         default_factory=list, max_length=64, description="Problems the agent found on its own node."
     )
     agent_version: ShortText = ""
+    pressure: Pressure | None = Field(None, description="The live part; every heartbeat carries it too.")
 
 
 # --------------------------------------------------------------------------- registration and heartbeat
@@ -155,6 +175,7 @@ class HeartbeatRequest(Wire):
     facts: NodeFacts | None = Field(None, description="Full facts, sent at start and whenever they change.")
     memory_available_gb: float | None = Field(None, ge=0, le=1 << 20)
     thunderbolt: ThunderboltInfo | None = Field(None, description="Cheap link status, every heartbeat.")
+    pressure: Pressure | None = Field(None, description="Heat, memory, swap and sleep, every heartbeat.")
     ranks: list[RankState] = Field(default_factory=list, max_length=4096, description=(
         "Only from agents of earlier versions, which listed their ranks here: read once, after such an "
         "agent restarted, to find the ranks it lost. Current agents send a complete report instead."))
@@ -166,6 +187,7 @@ class HeartbeatResponse(Wire):
     heartbeat_interval_s: float
     start: list[RankAssignment] = Field(default_factory=list)
     stop: list[StopOrder] = Field(default_factory=list)
+    dump_stacks: list[StackDumpOrder] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- what clients read
@@ -212,6 +234,8 @@ class NodeOut(BaseModel):
     agent_version: str | None
     drained: bool = False
     admitted: bool = Field(True, description="False while the node waits for an admin's approval (status pending).")
+    pressure: Pressure | None = Field(None, description=(
+        "From the node's latest heartbeat; null until one has come since the coordinator started."))
 
 
 class EventOut(BaseModel):

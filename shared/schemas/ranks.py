@@ -20,6 +20,10 @@ class RankState(Wire):
     pid: int | None = Field(None, ge=0, le=2**31)
     exit_code: int | None = Field(None, ge=-(2**31), le=2**32, description="Negative: killed by that signal.")
     reason: ShortText | None = None
+    stopped: bool = Field(False, description="A process of the rank is stopped (state T: SIGSTOP, Ctrl-Z, a "
+                                             "debugger); every other rank waits for it in its next collective.")
+    stacks_dumped: bool = Field(False, description="The agent already asked the rank for its Python stacks "
+                                                   "(a StackDumpOrder is carried out once).")
 
 
 class RankAssignment(Wire):
@@ -44,6 +48,15 @@ class RankAssignment(Wire):
                                                                    "when it ends (the job's artifacts).")
     restore_artifacts: bool = Field(False, description="A restarted attempt: fetch the job's artifacts into "
                                                        "the rank's folder first, so it resumes from them.")
+
+
+class StackDumpOrder(Wire):
+    """Dump the Python stack of each rank of this job's attempt on the node into its log (the job
+    stalled, docs/reliability.md#stalls)."""
+
+    job_id: str
+    attempt: int
+    reason: str = ""
 
 
 class StopOrder(Wire):
