@@ -26,6 +26,21 @@ function progressCell(job) {
     bar);
 }
 
+/** The job's status pill, with a "stalled" badge for a job stopped for making no progress and a
+ * "straggler" one while some rank is persistently slower than the others. */
+export function statusBadges(job) {
+  const slow = job.stragglers || [];
+  const title = slow.map((s) => `rank ${s.rank} on ${s.node}, ${Math.round(s.slower_pct)} % slower` +
+    (s.cause ? `: ${s.cause}` : '')).join('\n');
+  return [
+    pill(job.status),
+    job.stalled ? h('span', { class: 'badge bad stalled',
+      title: 'no rank printed or reported progress for its stall timeout' }, 'stalled') : null,
+    slow.length ? h('span', { class: 'badge warn straggler', title },
+      slow.length > 1 ? `${slow.length} stragglers` : 'straggler') : null,
+  ];
+}
+
 export function jobDuration(job) {
   const a = parseTime(job.started_at);
   if (a === null) return null;
@@ -49,7 +64,7 @@ export function renderJobs(state, selected) {
     },
     h('td', {}, h('span', { class: 'mono' }, j.id)),
     h('td', { class: 'name-cell' }, h('span', { class: 'name' }, j.name)),
-    h('td', { class: 'status', title: j.error || j.pending_reason || '' }, pill(j.status)),
+    h('td', { class: 'status', title: j.error || j.pending_reason || '' }, statusBadges(j)),
     h('td', {}, j.backend),
     h('td', {}, j.nodes.length ? j.nodes.join(', ') : h('span', { class: 'faint' }, `${j.world_size} rank(s), unplaced`)),
     h('td', {}, progressCell(j)),

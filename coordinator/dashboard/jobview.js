@@ -10,7 +10,7 @@ import { hashParams, setHash } from './address.js';
 import { banner } from './notice.js';
 import { EventStream } from './events.js';
 import { renderLossChart } from './chart.js';
-import { progressOf, jobDuration, renderJobs } from './jobs.js';
+import { progressOf, jobDuration, renderJobs, statusBadges } from './jobs.js';
 import { state } from './state.js';
 
 const MAX_LOG_LINES = 4000;
@@ -23,6 +23,19 @@ const page = {
 };
 
 export function wireJobView(hooks) { Object.assign(page, hooks); }
+
+// What the list poll brings that the event stream does not: read from it even while streaming.
+const POLLED = ['rank_progress', 'stragglers', 'warnings', 'stalled'];
+
+/** A part of the job view the page's HTML has no place for: made once, put after `after`. */
+function slot(id, tag, cls, after) {
+  let el = document.getElementById(id);
+  if (!el) {
+    el = h(tag, { id, class: cls });
+    $(after).after(el);
+  }
+  return el;
+}
 
 export const jd = {
   id: null,
@@ -150,7 +163,9 @@ export const jd = {
       Object.assign(this.job, fresh);
       this.renderHead();
     } else {
+      for (const key of POLLED) if (key in fresh) this.job[key] = fresh[key];
       this.renderMeta();  // durations move on
+      this.renderRanks();
     }
   },
 
@@ -171,6 +186,40 @@ export const jd = {
     pend.textContent = job && job.pending_reason ? `Waiting: ${job.pending_reason}` : '';
     this.renderMeta();
     this.renderStats();
+    this.renderRanks();
+  },
+
+  /** The stalled and straggler badges beside the status, the job's warnings, and the ranks' own
+   * progress with the stragglers marked and their likely cause beside them. */
+  renderRanks() {
+    const job = this.job;
+    setKids(slot('jd-flags', 'span', 'jd-flags', '#jd-status'), job ? statusBadges(job).slice(1) : []);
+    const warnings = (job && job.warnings) || [];
+    const warn = slot('jd-warnings', 'div', 'alert warn', '#jd-pending');
+    warn.hidden = !warnings.length;
+    setKids(warn, warnings.map((w) => h('div', { class: 'warning' }, w)));
+    const ranks = (job && job.rank_progress) || [];
+    const box = slot('jd-ranks', 'div', 'jd-ranks', '#jd-stats');
+    // One rank printing its step is the job's progress, already above; a table is for several.
+    box.hidden = !(ranks.length > 1 || ranks.some((r) => Number.isFinite(r.step_time_s)));
+    if (box.hidden) { setKids(box); return; }
+    const slow = new Map((job.stragglers || []).map((s) => [s.rank, s]));
+    const rows = ranks.map((r) => {
+      const s = slow.get(r.rank);
+      return h('tr', { class: s ? 'straggler' : null, dataset: { rank: String(r.rank) } },
+        h('td', { class: 'num' }, String(r.rank)),
+        h('td', {}, r.node || dash),
+        h('td', { class: 'num' }, count(r.step)),
+        h('td', { class: 'num' }, num(r.step_time_s, 3)),
+        h('td', { class: 'num' }, num(r.share, 3)),
+        h('td', { class: 'rank-note' }, s ? [
+          h('span', { class: 'badge warn straggler' }, `straggler · ${Math.round(s.slower_pct)} % slower`),
+          s.cause ? h('span', { class: 'cause' }, s.cause) : null] : null));
+    });
+    const head = [['num', 'Rank'], [null, 'Node'], ['num', 'Step'], ['num', 's / step'], ['num', 'Share'], [null, '']];
+    setKids(box, h('table', { class: 'grid ranks' },
+      h('thead', {}, h('tr', {}, head.map(([cls, text]) => h('th', { class: cls }, text)))),
+      h('tbody', {}, rows)));
   },
 
   renderMeta() {

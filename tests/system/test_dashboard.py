@@ -436,3 +436,82 @@ def test_the_api_docs_page_works_with_no_internet(coordinator, browser):
     fetched = browser.requests
     assert fetched and all(u.startswith(coordinator.url + "/") or u.startswith("data:") for u in fetched), fetched
     assert browser.problems() == []
+
+
+# --------------------------------------------------------------------------- stragglers and stalls
+
+# Rank 1 reports three times rank 0's step time for the same share: a straggler once it has done so
+# three times in a row (coordinator/stragglers.py).
+STRAGGLING = """
+import json, os, time
+rank = int(os.environ["MLX_RANK"])
+for step in range(1, 100_000):
+    rec = {"step": step, "step_time_s": 0.3 if rank == 1 else 0.1, "share": 0.5}
+    if rank == 0:
+        rec["loss"] = 1.0 / step
+    print("JUPITER_PROGRESS " + json.dumps(rec), flush=True)
+    time.sleep(0.2)
+"""
+
+
+def test_dashboard_marks_a_straggler_a_stalled_job_and_warnings(tmp_path, browser):
+    coord = CoordinatorProcess(tmp_path / "leader", heartbeat_interval=1.0, down_after=10.0).start()
+    agents = [AgentProcess(coord, f"a{i}", tmp_path / "agents" / f"a{i}").start() for i in (1, 2)]
+    try:
+        with coord.client() as c:
+            wait_for(lambda: sorted(n.name for n in c.nodes() if n.status == "ready") == ["a1", "a2"],
+                     timeout=60, what="agents ready")
+            job = c.submit({"name": "straggling", "nodes": 2, "node_names": ["a1", "a2"], "backend": "ring",
+                            "command": ["python", "-c", STRAGGLING]})
+            wait_for(lambda: c.job(job.id).stragglers, timeout=60, what="a straggler in the API")
+        browser.goto(coord.url + f"/#token={coord.admin_token}")
+        row = f'tr[data-job="{job.id}"]'
+        browser.wait_js(f"!!document.querySelector('{row} .badge.straggler')", what="the straggler mark in the list")
+        assert browser.js(f"document.querySelector('{row} .badge.straggler').textContent") == "straggler"
+        assert "rank 1 on a2" in browser.js(f"document.querySelector('{row} .badge.straggler').title")
+
+        # The job view: each rank's step, s/step and share, rank 1 marked with its likely cause.
+        browser.click(f"{row} td.name-cell")
+        browser.wait_js("document.querySelector('#jd-stream').dataset.state === 'live'", what="event stream live")
+        ranks = json.loads(browser.wait_js("""(() => {
+            const rows = [...document.querySelectorAll('#jd-ranks tbody tr')];
+            return rows.length === 2 && JSON.stringify(rows.map(r => ({rank: r.dataset.rank,
+              slow: r.classList.contains('straggler'),
+              cells: [...r.querySelectorAll('td')].map(td => td.textContent)})));
+            })()""", what="the ranks table"))
+        assert [r["rank"] for r in ranks] == ["0", "1"] and [r["slow"] for r in ranks] == [False, True], ranks
+        assert ranks[0]["cells"][1:5] == ["a1", ranks[0]["cells"][2], "0.1", "0.5"], ranks
+        assert ranks[1]["cells"][1] == "a2" and ranks[1]["cells"][3:5] == ["0.3", "0.5"], ranks
+        # the cause as this Linux node's pressure facts give it (usually none: another process)
+        assert "% slower" in ranks[1]["cells"][5], ranks
+        assert any(w in ranks[1]["cells"][5] for w in ("another process", "thermal", "memory", "swapping")), ranks
+        assert browser.js("document.querySelector('#jd-flags .badge.straggler') !== null")
+        assert browser.js("document.querySelector('#jd-warnings').hidden")
+        browser.screenshot(ARTIFACTS / "dashboard-straggler.png")
+
+        # A stalled job and a warning, as GET /jobs would give them (the answer is changed on its way).
+        def stalled(route):
+            answer = route.fetch()
+            jobs = answer.json()
+            for j in jobs:
+                if j["id"] == job.id:
+                    j.update(status="failed", stalled=True, warnings=["rank 1 on a2 is stopped (process state T)"])
+            route.fulfill(response=answer, json=jobs)
+
+        browser.page.route("**/jobs?limit=*", stalled)
+        browser.wait_js(f"document.querySelector('{row} .badge.stalled')?.textContent === 'stalled'"
+                        f" && document.querySelector('{row} .pill').textContent === 'failed'",
+                        what="stalled in the list")
+        browser.wait_js("document.querySelector('#jd-flags .badge.stalled') !== null"
+                        " && !document.querySelector('#jd-warnings').hidden",
+                        what="stalled and the warning in the job view")
+        assert browser.js("document.querySelector('#jd-warnings').textContent") == \
+            "rank 1 on a2 is stopped (process state T)"
+        browser.page.unroute("**/jobs?limit=*")
+        assert browser.problems() == []
+        with coord.client() as c:
+            c.cancel(job.id)
+    finally:
+        for a in agents:
+            a.stop()
+        coord.stop()

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.joblogs import JobLogs
 from coordinator.ratelimit import Buckets, LogThrottle, client_key
-from shared.progress import MAX_EXTRA_KEYS, ProgressTracker
+from shared.progress_tracker import MAX_EXTRA_KEYS, ProgressTracker
 from tests.support.harness import CoordinatorProcess, registration, sample_facts, wait_for
 
 HEADER_TIMEOUT_S = 2.0

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from shared import progress
-from shared.progress import ProgressTracker, parse, report
+from shared.progress import parse, report
+from shared.progress_tracker import ProgressTracker
 
 # --------------------------------------------------------------------------- parse
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.progress import ProgressTracker, format_line
+from shared.progress import format_line
+from shared.progress_tracker import ProgressTracker
 from shared.progress_formats import iters_of, read_classic, read_jupiter, read_table, reader_for, runs_mlx_lm
 from shared.text import CONTROL_RE, shown
 
