@@ -119,6 +119,12 @@ def _trainer(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _shares(r: dict) -> str:
+    return (f"rank 1 at {_fmt(r.get('rank1_speed'), 'x')} speed: auto shares "
+            f"{_fmt(_get(r, 'tokens_per_s', 'auto'))} tokens/s, equal {_fmt(_get(r, 'tokens_per_s', 'equal'))} "
+            f"({_fmt(r.get('ratio_auto_over_equal'), 'x')}; steady {_fmt(r.get('steady_ratio_auto_over_equal'), 'x')})")
+
+
 def _load_heartbeats(r: dict) -> str:
     lat = r.get("latency_ms") or {}
     return (f"{_fmt(r.get('agents'))} agents: {_fmt(r.get('heartbeats_ok'))} / {_fmt(r.get('heartbeats_expected'))} "
@@ -237,6 +243,8 @@ BENCHES: tuple[Bench, ...] = (
           "a 1-node `python -c pass` job through Jupiter against the same command by hand"),
     Bench("trainer", "bench/trainer_bench.py", (), ("--steps", "8", "--reps", "1"), 2400, 600, _trainer,
           "the built-in trainer as a job against by hand and a plain MLX loop, 1 and 2 ranks"),
+    Bench("shares", "bench/shares_bench.py", (), ("--steps", "20"), 600, 180, _shares,
+          "2 trainer ranks, rank 1 slowed to half speed: equal shares of the batch against auto"),
     Bench("mlx_lm", "bench/mlx_lm_bench.py", (), ("--reps", "1", "--iters", "30", "--report", "5"), 1200, 300,
           _mlx_lm, "mlx-lm LoRA on 2 ranks through Jupiter against the same ranks started by hand"),
     Bench("workdir", "bench/workdir_bench.py", (), ("--mb", "20", "--reps", "1"), 900, 180, _workdir,

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 master weights and optimizer state")
     g.add_argument("--seed", type=int, default=0, help="model init and data order (default: 0)")
     g.add_argument("--no-compile", dest="compile", action="store_false", help="do not mx.compile the step")
+    g.add_argument("--shares", default="auto", metavar="auto|equal|R0:R1...",
+                   help="how the global batch is split between ranks: auto = in proportion to each rank's "
+                        "measured speed, re-measured as it runs; equal; or a fixed ratio like 3:1 (default: auto)")
     g = ap.add_argument_group("checkpoints (rank 0)")
     g.add_argument("--checkpoint-dir",
                    help="default: $JUPITER_JOB_DIR/checkpoints under Jupiter (the job's folder on this node), "
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace):
         checkpoint_on_failure=args.checkpoint_on_failure,
         eval_every_epoch=args.eval_every_epoch, eval_max_windows=args.eval_max_windows or None,
         log_every=args.log_every, stop_at_step=args.stop_at_step, dump_params=args.dump_params,
-        compile=args.compile)
+        compile=args.compile, shares=args.shares)
 
 
 def _error(msg: str) -> None:

@@ -1,6 +1,6 @@
-"""The collectives a run needs besides the gradient all-reduce: rank 0's values to every rank
-(built from `all_sum`, the one collective every MLX backend has), and telling a lost peer from
-other errors."""
+"""The collectives a run needs besides the gradient average: rank 0's values to every rank
+(built from `all_sum`, the one collective every MLX backend has), the plain sum of gradients
+that unequal shares need, and telling a lost peer from other errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import mlx.core as mx
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 # What MLX's ring and MPI backends say when a peer process or its connection is gone.
 PEER_LOST = re.compile(r"peer|connection|socket|closed|\[ring\]|\[mpi\]|\bmpi\b", re.IGNORECASE)
@@ -42,3 +42,28 @@ def broadcast_tokens(tokens: mx.array | None, n: int, group: mx.distributed.Grou
         mx.eval(part)
         parts.append(part)
     return mx.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else mx.zeros((0,), mx.uint16))
+
+
+def sum_gradients(grads: Any, group: mx.distributed.Group, bucket_bytes: int = 32 << 20) -> Any:
+    """The all-sum of a gradient tree (the weighted shares' counterpart of
+    `mlx.nn.average_gradients`, without its division): the arrays concatenated into buckets of
+    about `bucket_bytes`, one all_sum per bucket, then split back into the tree."""
+    flat = tree_flatten(grads)
+    out: list[tuple[str, mx.array]] = []
+    i = 0
+    while i < len(flat):
+        j, size = i, 0
+        while j < len(flat) and (j == i or size < bucket_bytes):
+            size += flat[j][1].nbytes
+            j += 1
+        group_items = flat[i:j]
+        big = mx.distributed.all_sum(mx.concatenate([g.reshape(-1) for _, g in group_items]), group=group)
+        cuts = []
+        at = 0
+        for _, g in group_items[:-1]:
+            at += g.size
+            cuts.append(at)
+        for (key, g), part in zip(group_items, mx.split(big, cuts) if cuts else [big], strict=True):
+            out.append((key, part.reshape(g.shape)))
+        i = j
+    return tree_unflatten(out)

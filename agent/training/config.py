@@ -54,6 +54,7 @@ class TrainConfig:
     stop_at_step: int | None = None     # end this run after that step (checkpointed), schedule unchanged
     dump_params: str | None = None      # test aid: every rank writes its final weights here ({rank})
     compile: bool = True
+    shares: str = "auto"                # the batch split: auto (measured), equal, or a ratio like 3:1
 
 
 @dataclass
@@ -97,6 +98,12 @@ def check_config(c: TrainConfig) -> Preset:
         raise UsageError("--clip and --weight-decay must be >= 0, --min-lr-ratio within [0, 1]")
     if c.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {c.checkpoint_every}")
+    from agent.training.shares import parse
+
+    try:
+        parse(c.shares)  # whether a ratio fits the world size is checked once the world is known
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return preset
 
 

@@ -7,7 +7,8 @@ windows and the per-rank sharding of global batches.
 - Windows: non-overlapping, window i covers tokens [i*seq, i*seq + seq] (seq inputs, the next seq
   tokens as targets).
 - Batches: epoch e shuffles the window ids with a seeded generator (`Random(seed, e)`), global
-  batch j is ids [j*B, (j+1)*B), and rank r of w takes its slice [r*B/w, (r+1)*B/w). The order
+  batch j is ids [j*B, (j+1)*B), and rank r of w takes its slice [r*B/w, (r+1)*B/w), or with
+  unequal shares (`counts`, shares.py) the counts[r] ids after those of ranks 0..r-1. The order
   depends on (seed, epoch, B) only, never on the world size, so a run resumed on another number of
   ranks still sees the same global batches. Every rank takes the same number of steps: the
   windows that do not fill a whole optimizer step (B * sync_every) are dropped each epoch.
@@ -117,6 +118,7 @@ class Sharding:
     world: int
     rank: int
     seed: int
+    counts: list[int] | None = None  # sequences of each rank per micro-step (None: B/w each)
     _cache: tuple[int, list[int]] | None = None
 
     def __post_init__(self) -> None:
@@ -150,9 +152,17 @@ class Sharding:
         order = self.order(epoch)
         return order[micro * self.global_batch:(micro + 1) * self.global_batch]
 
+    @property
+    def count(self) -> int:
+        """This rank's sequences per micro-step."""
+        return self.per_rank if self.counts is None else self.counts[self.rank]
+
     def rank_ids(self, epoch: int, micro: int) -> list[int]:
         ids = self.global_batch_ids(epoch, micro)
-        return ids[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+        if self.counts is None:
+            return ids[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+        start = sum(self.counts[:self.rank])
+        return ids[start:start + self.counts[self.rank]]
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, first micro-batch in that epoch) of optimizer step `step` (0-based)."""

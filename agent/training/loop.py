@@ -18,6 +18,7 @@ from agent.training.evaluate import evaluate
 from agent.training.reporting import ProgressWindow, announce_checkpoint
 from agent.training.run_state import Run
 from agent.training.saving import save, save_on_failure
+from agent.training.shares import rebalance
 from agent.training.steps import train_step
 from agent.training.stopping import Stopper, Terminated
 
@@ -84,10 +85,14 @@ def _train(run: Run, tally: _Tally, stopper: Stopper) -> None:
     while tally.step < stop_at:
         stopper.check()
         t0 = time.monotonic()
-        loss, norm = train_step(run, tally.step)
+        out = train_step(run, tally.step)
         dt = time.monotonic() - t0
+        loss, norm = out.loss, out.norm
         tally.train_time += dt
         window.time += dt
+        add_work = getattr(window, "add_work", None)  # this rank's own compute, without waiting for peers
+        if add_work is not None:
+            add_work(out.work)
         tally.step += 1
         step = tally.step
         if not math.isfinite(loss):  # the same global loss on every rank: all stop here
@@ -96,6 +101,8 @@ def _train(run: Run, tally: _Tally, stopper: Stopper) -> None:
                              f"(the last good checkpoint, if any, is in {run.ckpt_dir})")
             return
         tally.committed = _commit(run, step)
+        if out.times is not None:  # auto shares: the split of the next steps (the same on every rank)
+            rebalance(run, out.times)
         tally.losses.append(loss)
         tally.final_loss = loss
         window.add_loss(loss)

@@ -79,7 +79,11 @@ class GPT(nn.Module):
         return self.embed.as_linear(x) if self.tie_embeddings else self.head(x)
 
 
-def loss_fn(model: GPT, inputs: mx.array, targets: mx.array) -> mx.array:
-    """Mean next-token cross entropy (computed in float32 whatever the compute dtype)."""
+def loss_fn(model: GPT, inputs: mx.array, targets: mx.array, scale: float | None = None) -> mx.array:
+    """Mean next-token cross entropy (computed in float32 whatever the compute dtype); with
+    `scale`, the sum over the tokens times `scale` instead (1 / the global batch's tokens: one
+    rank's part of the global mean, each token weighted exactly as in the mean over them all)."""
     logits = model(inputs).astype(mx.float32)
-    return nn.losses.cross_entropy(logits, targets, reduction="mean")
+    if scale is None:
+        return nn.losses.cross_entropy(logits, targets, reduction="mean")
+    return nn.losses.cross_entropy(logits, targets, reduction="sum") * scale

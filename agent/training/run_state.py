@@ -13,6 +13,7 @@ import mlx.optimizers as optim
 from agent.training.config import TrainConfig
 from agent.training.data import Sharding, TokenData
 from agent.training.model import GPT
+from agent.training.shares import Planner
 from shared.presets import Preset
 
 
@@ -21,6 +22,7 @@ class Run:
     preset: Preset
     seq: int
     batch: int                          # global sequences per micro-step, a multiple of the world size
+                                        # (split equally or by shares: sharding.counts)
     ckpt_dir: Path
     data: TokenData                     # identical on every rank
     sharding: Sharding
@@ -35,7 +37,11 @@ class Run:
     resumed_from: str | None
     eval_losses: list[tuple[int, float]]
     value_and_grad: Callable            # (params, x, y) -> (local mean loss, gradients)
+    value_and_grad_part: Callable       # (params, x, y) -> (local loss sum / global batch tokens, gradients)
     eval_loss: Callable                 # (params, x, y) -> local mean loss
+    shares: Planner                     # how the global batch is split between the ranks (shares.py)
+    share: float                        # this rank's fraction of the global batch, kept current
+    slowdown: float | None              # test aid: this rank's speed under JUPITER_TRAIN_SLOWDOWN
 
     def __init__(self, cfg: TrainConfig, group: mx.distributed.Group | None, log: Callable[[str], None] | None,
                  progress: bool = True):

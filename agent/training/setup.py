@@ -14,6 +14,7 @@ from mlx.utils import tree_map
 
 from agent.training import checkpoint as ckpt
 from agent.training import resume as resuming
+from agent.training import shares
 from agent.training.collectives import broadcast_ints, broadcast_tokens, broadcast_tree
 from agent.training.config import TrainConfig, UsageError, check_config, default_checkpoint_dir
 from agent.training.data import DataError, Sharding, TokenData, n_windows
@@ -29,6 +30,7 @@ def setup(cfg: TrainConfig, group: mx.distributed.Group | None, log: Callable[[s
     run.preset = check_config(cfg)
     run.seq = cfg.seq_len or run.preset.seq_len
     run.batch = _global_batch(run, cfg.batch_size or run.preset.batch_size)
+    shares.plan(run)
     run.ckpt_dir = (Path(os.path.expanduser(cfg.checkpoint_dir)) if cfg.checkpoint_dir
                     else default_checkpoint_dir(cfg.domain)).absolute()
     resume, resume_step = _share_inputs(run)
@@ -36,6 +38,7 @@ def setup(cfg: TrainConfig, group: mx.distributed.Group | None, log: Callable[[s
     _build_model(run, resume, resume_step)
     _compile_loss(run)
     announce(run)
+    shares.start(run)
     return run
 
 
@@ -137,14 +140,19 @@ def _compile_loss(run: Run) -> None:
     c = run.cfg
     model = run.model
 
-    def local_loss(p, x, y):
+    def local_loss(p, x, y, scale=None):
         if c.bf16:
             p = tree_map(lambda a: a.astype(mx.bfloat16), p)
         model.update(p)
-        return loss_fn(model, x, y)
+        return loss_fn(model, x, y, scale)
+
+    def part_of_global(p, x, y):  # unequal shares: this slice's part of the global batch's mean
+        return local_loss(p, x, y, 1.0 / (run.batch * run.seq))
 
     run.value_and_grad = mx.value_and_grad(local_loss)
+    run.value_and_grad_part = mx.value_and_grad(part_of_global)
     run.eval_loss = local_loss
-    if c.compile:
+    if c.compile:  # each compiles on its first call, once per slice shape (MLX keeps every shape's graph)
         run.value_and_grad = mx.compile(run.value_and_grad)
+        run.value_and_grad_part = mx.compile(run.value_and_grad_part)
         run.eval_loss = mx.compile(local_loss)

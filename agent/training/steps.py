@@ -1,50 +1,100 @@
 """One optimizer step on every rank, in lockstep (the recipe is in trainer.py's docstring):
 `sync_every` local micro-steps summed, one all-reduce of the mean gradient, clipping, one AdamW
-update. The loop times each call (the per-step timing in docs/benchmarks.md)."""
+update. The loop times each call (the per-step timing in docs/benchmarks.md).
+
+With unequal shares (shares.py) each rank's loss is the sum over its slice's tokens divided by the
+global batch's tokens, so every token's gradient is scaled exactly as in one process's mean over
+the whole batch, and the all-sum of these parts is that mean (the order of the additions aside).
+With equal shares the path is the plain average of each rank's mean, as it always was."""
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
+from agent.training.collectives import sum_gradients
 from agent.training.data import windows
 from agent.training.run_state import Run
+
+
+@dataclass
+class StepOut:
+    loss: float                 # the global loss (the same on every rank)
+    norm: float                 # the global gradient norm, before clipping
+    work: float                 # this rank's own seconds: its slice's forward and backward, no waiting
+    times: list[float] | None   # every rank's `work`, the same list on every rank (auto shares only)
 
 
 def _micro_batch(run: Run, epoch: int, micro: int) -> tuple[mx.array, mx.array]:
     return windows(run.data.train, run.sharding.rank_ids(epoch, micro), run.seq)
 
 
-def train_step(run: Run, step: int) -> tuple[float, float]:
-    """Optimizer step number `step` (0-based). Returns (global loss, grad norm)."""
+def _spin(seconds: float) -> None:
+    """Busy, like compute (a sleep would leave the core to the other rank)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def train_step(run: Run, step: int) -> StepOut:
+    """Optimizer step number `step` (0-based)."""
     c = run.cfg
     epoch, micro0 = run.sharding.position(step)
+    equal = run.shares.equal
+    value_and_grad = run.value_and_grad if equal else run.value_and_grad_part
+    t0 = time.perf_counter()
     accum = None
     loss_sum = None
     for k in range(c.sync_every):
         x, y = _micro_batch(run, epoch, micro0 + k)
-        loss, grads = run.value_and_grad(run.params, x, y)
+        loss, grads = value_and_grad(run.params, x, y)
         accum = grads if accum is None else tree_map(mx.add, accum, grads)
         loss_sum = loss if loss_sum is None else loss_sum + loss
         if c.sync_every > 1:
             mx.eval(accum, loss_sum)  # keep one micro-step's graph alive at a time
     grads = accum if c.sync_every == 1 else tree_map(lambda g: g / c.sync_every, accum)
     local_loss = loss_sum / c.sync_every
+    mx.eval(grads, local_loss)  # this rank's own work ends here: what follows waits for its peers
+    if run.slowdown:
+        _spin((time.perf_counter() - t0) * (1.0 / run.slowdown - 1.0))
+    work = time.perf_counter() - t0
     # the one synchronisation of this step
     if c.grad_compression:
         grads = tree_map(lambda g: g.astype(mx.bfloat16), grads)
-    grads = nn.average_gradients(grads, group=run.group)
+    if run.world == 1:
+        pass
+    elif equal:
+        grads = nn.average_gradients(grads, group=run.group)
+    else:
+        grads = sum_gradients(grads, group=run.group)
     if c.grad_compression:
         grads = tree_map(lambda g: g.astype(mx.float32), grads)
     if c.clip > 0:
         grads, norm = optim.clip_grad_norm(grads, c.clip)
     else:
         norm = mx.sqrt(sum(mx.sum(mx.square(g)) for _, g in tree_flatten(grads)))
-    global_loss = (mx.distributed.all_sum(local_loss, group=run.group) / run.world
-                   if run.world > 1 else local_loss)
+    times = None
+    if run.world == 1:
+        global_loss = local_loss
+    elif run.shares.measuring:
+        # every rank's time rides on the loss all-sum: rank r's at 1 + r, zeros elsewhere, so the
+        # sums are exact and every rank reads the same numbers
+        slots = mx.zeros((1 + run.world,), dtype=mx.float32)
+        slots[0] = local_loss
+        slots[1 + run.rank] = work
+        summed = mx.distributed.all_sum(slots, group=run.group)
+        global_loss = summed[0] / run.world if equal else summed[0]
+    else:
+        summed = mx.distributed.all_sum(local_loss, group=run.group)
+        global_loss = summed / run.world if equal else summed
     new_params = run.optimizer.apply_gradients(grads, run.params)
     mx.eval(new_params, run.optimizer.state, global_loss, norm)
+    if run.world > 1 and run.shares.measuring:
+        times = summed[1:].tolist()
     run.params = new_params
-    return global_loss.item(), norm.item()
+    return StepOut(global_loss.item(), norm.item(), work, times)

@@ -7,7 +7,9 @@ One optimizer step (every rank, in lockstep):
    rank's slice of one global batch; the K gradients are summed locally, then divided by K.
 2. Once per step (on the K-th micro-step) the mean gradient is averaged across ranks with
    `mlx.nn.average_gradients` (in bfloat16 with `grad_compression`, cast back to float32 after).
-   No rank ever applies an unsynced gradient, so the replicas stay identical.
+   No rank ever applies an unsynced gradient, so the replicas stay identical. With unequal shares
+   of the global batch (`--shares`, shares.py) each rank's part is weighted by its tokens and the
+   parts are summed instead, which gives the same mean over the whole batch.
 3. The global norm of the synced gradient is clipped (`clip`), and AdamW (linear warmup, then
    cosine decay) makes ONE update. The result is the same as one process taking the mean over
    all K * B sequences.
@@ -25,7 +27,8 @@ Where each part lives: config.py (settings, result, exit codes), setup.py (batch
 shared from rank 0, model and optimizer), resume.py (reading and checking a checkpoint),
 steps.py (one optimizer step), evaluate.py (held-out loss), loop.py (the loop and how a run
 ends), saving.py (what goes into a checkpoint), reporting.py (log and progress lines),
-collectives.py (broadcasts from rank 0, a lost peer), stopping.py (SIGTERM/SIGINT). This module
+collectives.py (broadcasts from rank 0, a lost peer), stopping.py (SIGTERM/SIGINT), shares.py
+(how the global batch is split between the ranks). This module
 is the entry point the CLI and in-process callers use.
 """
 

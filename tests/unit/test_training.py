@@ -251,3 +251,73 @@ def test_a_diverging_run_stops_with_a_reason(tmp_path):
     r = train(micro(tmp_path, lr=1e6, clip=0.0, steps=30), log=quiet)
     assert r.status == "diverged" and r.exit_code == 1 and "lower --lr" in r.message
     assert r.step < 30 and r.checkpoint is None
+
+
+# --------------------------------------------------------------------------- unequal shares
+
+
+def test_sharding_by_counts_slices_the_same_global_batch():
+    one = Sharding(103, 8, 1, 1, 0, 5)
+    three = [Sharding(103, 8, 1, 2, r, 5, counts=[6, 2]) for r in range(2)]
+    for micro in range(12):
+        a, b = three[0].rank_ids(0, micro), three[1].rank_ids(0, micro)
+        assert a + b == one.global_batch_ids(0, micro) and len(a) == 6 and len(b) == 2
+    assert three[0].count == 6 and three[1].count == 2 and three[0].per_rank == 4
+    even = Sharding(103, 8, 1, 2, 1, 5)
+    assert even.rank_ids(1, 3) == Sharding(103, 8, 1, 2, 1, 5, counts=[4, 4]).rank_ids(1, 3)
+
+
+def test_slices_weighted_by_tokens_give_the_one_process_gradient():
+    """The arithmetic of unequal shares, without ranks: 6 and 2 sequences of one global batch of 8,
+    each slice's token sum scaled by 1 / (the batch's tokens), summed, against the mean over all 8.
+    Float32; the only difference is the order of the additions. The unweighted average of the
+    two slices' means (what equal-share code would compute) is far off."""
+    from agent.training.data import windows
+    from agent.training.model import loss_fn
+
+    mx.random.seed(0)
+    model = GPT(P.get_preset("micro"))
+    params = model.parameters()
+    tokens = mx.random.randint(0, VOCAB_SIZE, (8 * 64 + 1,)).astype(mx.uint16)
+    x, y = windows(tokens, list(range(8)), 64)
+
+    def loss(p, x, y, scale=None):
+        model.update(p)
+        return loss_fn(model, x, y, scale)
+
+    vg = mx.value_and_grad(loss)
+    full_loss, full = vg(params, x, y)
+    scale = 1.0 / (8 * 64)
+    (la, ga), (lb, gb) = (vg(params, x[s], y[s], scale) for s in (slice(0, 6), slice(6, 8)))
+    weighted = {k: ga_k + gb_k for (k, ga_k), (_, gb_k) in zip(tree_flatten(ga), tree_flatten(gb), strict=True)}
+    (_, ma), (_, mb) = (vg(params, x[s], y[s]) for s in (slice(0, 6), slice(6, 8)))
+    naive = {k: (a + b) / 2 for (k, a), (_, b) in zip(tree_flatten(ma), tree_flatten(mb), strict=True)}
+
+    def rel_err(tree: dict) -> float:
+        return max((mx.max(mx.abs(tree[k] - g)) / mx.max(mx.abs(g))).item() for k, g in tree_flatten(full))
+
+    assert abs((la + lb).item() - full_loss.item()) < 1e-6 * full_loss.item()
+    assert rel_err(weighted) < 1e-5
+    assert rel_err(naive) > 1e-2
+
+
+def test_sum_gradients_keeps_the_tree_whatever_the_buckets():
+    from agent.training.collectives import sum_gradients
+
+    group = mx.distributed.init()  # one process: the sum of one is itself
+    tree = {"a": mx.arange(6, dtype=mx.float32).reshape(2, 3), "b": [{"w": mx.ones((4,))}, {"w": mx.zeros((1,))}]}
+    for bucket in (1, 16, 1 << 20):
+        out = sum_gradients(tree, group, bucket_bytes=bucket)
+        assert [k for k, _ in tree_flatten(out)] == [k for k, _ in tree_flatten(tree)]
+        assert all(mx.array_equal(a, b).item() and a.shape == b.shape
+                   for (_, a), (_, b) in zip(tree_flatten(out), tree_flatten(tree), strict=True))
+
+
+def test_shares_settings_are_checked(tmp_path):
+    with pytest.raises(UsageError, match="--shares must be auto, equal or a ratio"):
+        train(micro(tmp_path, shares="fast"), log=quiet)
+    with pytest.raises(UsageError, match="names 2 rank"):
+        train(micro(tmp_path, shares="3:1"), log=quiet)  # one rank here
+    logs: list[str] = []
+    r = train(micro(tmp_path, shares="equal", steps=3), log=logs.append)
+    assert r.status == "completed" and not any(line.startswith("shares:") for line in logs)
