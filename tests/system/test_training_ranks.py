@@ -135,12 +135,17 @@ def test_two_ranks_match_one_process_over_the_same_global_batches(tmp_path, sync
     for k in p0:
         assert mx.array_equal(p0[k], p1[k]).item(), f"replicas differ on {k}"      # bit-identical replicas
         assert mx.allclose(p0[k], single[k], rtol=1e-4, atol=1e-5).item(), f"{k} differs from 1 process"
-    # rank 0's checkpoint holds the same weights, rank 1 printed nothing and wrote nothing
+    # rank 0's checkpoint holds the same weights; rank 1 wrote nothing and printed only its own
+    # progress lines (its step time and share, no loss)
     final = ckpt.latest(tmp_path / "ck2")
     assert final is not None and final.name == f"step-{steps:08d}"
     saved = _load(final / "model.safetensors")
     assert all(mx.array_equal(saved[k], p0[k]).item() for k in p0)
-    assert ranks.out(1) == "" and ranks.err(1) == ""
+    assert ranks.err(1) == ""
+    mine = ranks.progress(1)
+    assert len(mine) == len(ranks.out(1).splitlines()) and mine, ranks.report()
+    assert all(set(r) == {"step", "step_time_s", "share"} and 0 < r["share"] < 1 for r in mine)
+    assert mine[0]["step"] == 1 and mine[-1]["step"] == steps
     lines = ranks.progress(0)
     assert lines[-1]["checkpoint"] == str(final) and lines[-1]["final_loss"] == pytest.approx(one.final_loss, rel=1e-4)
     assert all({"step", "total_steps", "epoch", "loss", "tokens_per_s", "eta_s"} <= set(r) for r in lines[:-1])
