@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 # Progress lines cost the machine a report each: the agent sends every output line to the
-# coordinator, which parses and stores it (about 11 ms of CPU between them, on the cores the ranks
+# coordinator, which parses and stores it (about 8 ms of CPU between them, on the cores the ranks
 # train on). So by default a line waits until LINE_EVERY_S has passed since the last one, and until
 # 1 % of the run's steps have, unless QUIET_MAX_S has: a short run shows a line every 2 s, a long
 # one every 1 % of it, and a slow one at least every 30 s (a line per step when a step takes longer).

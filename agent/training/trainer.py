@@ -18,7 +18,8 @@ One optimizer step (every rank, in lockstep):
 bfloat16 (the weights are cast on the way in, the gradients come back as float32), the loss is
 computed in float32. Checkpoints hold the float32 master weights.
 
-Only rank 0 prints (progress lines, docs/progress.md) and writes checkpoints. Rank 0 alone reads the
+Rank 0 prints the job's progress lines and writes checkpoints; every other rank prints only its own
+step time and share (docs/progress.md, per-rank keys). Rank 0 alone reads the
 domain and, when resuming, the checkpoint; it sends the token stream, the weights and the
 optimizer state to the other ranks over the same collective, so every rank starts from
 identical bytes even when only rank 0's node holds the data.
