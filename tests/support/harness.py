@@ -5,6 +5,8 @@ Nothing here fakes the coordinator or the agent; tests drive them over HTTP as a
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import random
 import secrets
@@ -217,3 +219,19 @@ def node_key(name: str, facts: dict | None = None) -> str:
 def registration(name: str, host: str, facts: dict, **extra) -> dict:
     """A POST /nodes/register body as an agent sends it."""
     return {"name": name, "host": host, "facts": facts, "node_key": node_key(name, facts), **extra}
+
+
+@contextlib.contextmanager
+def two_agents(root: Path, **coordinator):
+    """A coordinator under `root` and two agents, a1 and a2, both ready; all stopped at the end."""
+    coord = CoordinatorProcess(root / "leader", **coordinator).start()
+    agents = [AgentProcess(coord, f"a{i}", root / "agents" / f"a{i}").start() for i in (1, 2)]
+    try:
+        with coord.client() as c:
+            wait_for(lambda: sorted(n.name for n in c.nodes() if n.status == "ready") == ["a1", "a2"], timeout=60)
+        yield coord
+    finally:
+        for a in agents:
+            a.stop()
+        coord.stop()
+

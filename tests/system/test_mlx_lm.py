@@ -15,7 +15,7 @@ import pytest
 
 from coordinator.launchers.mpirun_output import Follower
 from shared.text import CONTROL_RE
-from tests.support.harness import REPO, AgentProcess, CoordinatorProcess, wait_for
+from tests.support.harness import REPO, two_agents, wait_for
 from tests.support.tinylm import build
 from tests.system.test_jobs import log_of, wait_idle, wait_job
 
@@ -30,15 +30,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster")
-    coord = CoordinatorProcess(root / "leader", heartbeat_interval=1.0, down_after=30.0).start()
-    agents = [AgentProcess(coord, f"a{i}", root / "agents" / f"a{i}").start() for i in (1, 2)]
-    with coord.client() as c:
-        wait_for(lambda: sorted(n.name for n in c.nodes() if n.status == "ready") == ["a1", "a2"], timeout=60)
-    yield coord
-    for a in agents:
-        a.stop()
-    coord.stop()
+    with two_agents(tmp_path_factory.mktemp("cluster"), heartbeat_interval=1.0, down_after=30.0) as coord:
+        yield coord
 
 
 def lora(tiny, iters: int = ITERS, report: int = 2, evals: int = 3) -> list[str]:

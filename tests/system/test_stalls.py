@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from tests.support.harness import REPO, AgentProcess, CoordinatorProcess, wait_for
+from tests.support.harness import REPO, two_agents, wait_for
 from tests.system.test_jobs import _processes_of, log_of, wait_job
 
 STALL = str(REPO / "tests" / "support" / "ranks" / "stall.py")
@@ -22,15 +22,8 @@ HEARTBEAT_S = 0.5
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stalls")
-    coord = CoordinatorProcess(root / "leader", heartbeat_interval=HEARTBEAT_S, down_after=30.0).start()
-    agents = [AgentProcess(coord, f"a{i}", root / "agents" / f"a{i}").start() for i in (1, 2)]
-    with coord.client() as c:
-        wait_for(lambda: sorted(n.name for n in c.nodes() if n.status == "ready") == ["a1", "a2"], timeout=60)
-    yield coord
-    for a in agents:
-        a.stop()
-    coord.stop()
+    with two_agents(tmp_path_factory.mktemp("stalls"), heartbeat_interval=HEARTBEAT_S, down_after=30.0) as coord:
+        yield coord
 
 
 def _idle(c):
