@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,22 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared.progress import parse  # noqa: E402
+from tests.support.harness import free_ports  # noqa: E402
 
 RUN_TIMEOUT_S = 300.0
 SHARES_RE = re.compile(r"shares: (rank 0 \d+/\d+, rank 1 \d+/\d+) \(measured")
 
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def run_once(mode: str, args: argparse.Namespace, folder: Path) -> dict:

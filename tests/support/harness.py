@@ -49,6 +49,20 @@ def free_port_run(count: int) -> int:
     raise RuntimeError(f"no run of {count} free ports found")
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports the kernel says are free now (held together while chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
     return free_port_run(1)
 

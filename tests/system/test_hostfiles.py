@@ -18,6 +18,7 @@ import pytest
 
 from shared import hostfiles as hf
 from shared.hostfiles import Slot
+from tests.support.harness import free_ports
 
 VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
@@ -185,20 +186,6 @@ def _free_consecutive_ports(n: int) -> int:
     raise RuntimeError("no free port range on 127.0.0.1")
 
 
-def _free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
 
 def _kill_group(p: subprocess.Popen) -> None:
     if p.poll() is None:
@@ -222,7 +209,7 @@ def _results(text: str) -> dict[int, dict]:
 
 
 def test_ring_hostfile_runs_two_real_mlx_ranks(tmp_path):
-    a, b = _free_ports(2)
+    a, b = free_ports(2)
     slots = [Slot("127.0.0.1", "127.0.0.1", a, 0), Slot("127.0.0.1", "127.0.0.1", b, 1)]
     hostfile = tmp_path / "ring.json"
     hostfile.write_text(hf.render("ring", slots))

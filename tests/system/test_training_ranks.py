@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ mx = pytest.importorskip("mlx.core")
 from agent.training import checkpoint as ckpt  # noqa: E402
 from agent.training.trainer import TrainConfig, train  # noqa: E402
 from shared.progress import parse  # noqa: E402
+from tests.support.harness import free_ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_PY = REPO / ".venv" / "bin" / "python"
@@ -36,18 +36,6 @@ def _clean_env(**extra) -> dict[str, str]:
     return env
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
 
 class Ranks:
     """`python -m agent.training ARGS` as ranks 0..n-1 of one ring, output in files."""
@@ -56,7 +44,7 @@ class Ranks:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         hostfile = tmp / "ring.json"
-        hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in _free_ports(n)]))
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(n)]))
         self.procs: list[subprocess.Popen] = []
         for rank in range(n):
             env = _clean_env(MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile))
