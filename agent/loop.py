@@ -9,7 +9,6 @@ coordinator's return, and logs one line per change of state rather than one per 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
 import signal
@@ -296,14 +295,14 @@ class Agent:
 
     def _gather(self, last_states) -> None:
         """Wait up to REPORT_GATHER_S for more output before it goes, unless a rank started or
-        ended: states that changed, or a rank whose process is gone (its last lines must be
+        ended: states that changed, or a rank that ended with lines still to send (they must be
         acknowledged before its end can be told, so they go at once)."""
         if not self._reported:
             return
         end = time.monotonic() + self.REPORT_GATHER_S
         while not self.stop_event.is_set():
             states = self.runner.states()
-            if states != last_states or any(s.state == "running" and s.pid and _gone(s.pid) for s in states):
+            if states != last_states or self.runner.ending():
                 return
             left = end - time.monotonic()
             if left <= 0 or not self.runner.changed.wait(left):
@@ -374,17 +373,6 @@ class Agent:
     def _backoff(self, failures: int) -> float:
         cap = max(self.interval, 0.5)
         return min(cap, 0.25 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
-
-
-def _gone(pid: int) -> bool:
-    """Whether a rank's process has exited and been reaped (the runner reaps it at once)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # someone else's process now: ours is gone too, but that takes a pid reuse
-        return False
-    return False
 
 
 def _trust_without_pin(url: str) -> ssl.SSLContext:

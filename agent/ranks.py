@@ -339,6 +339,11 @@ class RankRunner:
                 if r.state == "exited" and not r.lines:
                     self.changed.set()  # its exit can be told now: report again at once
 
+    def ending(self) -> bool:
+        """Whether a rank has ended with lines not yet acknowledged: its end is told only after them."""
+        with self._lock:
+            return any(r.state == "exited" and r.lines for r in self._ranks.values())
+
     def pending(self) -> bool:
         with self._lock:
             return any(r.lines for r in self._ranks.values())
