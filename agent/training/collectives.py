@@ -46,9 +46,15 @@ def broadcast_tokens(tokens: mx.array | None, n: int, group: mx.distributed.Grou
 
 def sum_gradients(grads: Any, group: mx.distributed.Group, bucket_bytes: int = 32 << 20) -> Any:
     """The all-sum of a gradient tree (the weighted shares' counterpart of
-    `mlx.nn.average_gradients`, without its division): the arrays concatenated into buckets of
-    about `bucket_bytes`, one all_sum per bucket, then split back into the tree."""
-    flat = tree_flatten(grads)
+    `mlx.nn.average_gradients`, without its division)."""
+    return tree_unflatten(all_sum_flat(tree_flatten(grads), group, bucket_bytes))
+
+
+def all_sum_flat(flat: list[tuple[str, mx.array]], group: mx.distributed.Group,
+                 bucket_bytes: int = 32 << 20) -> list[tuple[str, mx.array]]:
+    """The all-sum of every array of a flattened tree: the arrays concatenated into buckets of
+    about `bucket_bytes`, one all_sum per bucket, then split back. A small array appended last
+    (the step's loss) rides in the last bucket instead of paying for a collective of its own."""
     out: list[tuple[str, mx.array]] = []
     i = 0
     while i < len(flat):
@@ -66,4 +72,4 @@ def sum_gradients(grads: Any, group: mx.distributed.Group, bucket_bytes: int = 3
         for (key, g), part in zip(group_items, mx.split(big, cuts) if cuts else [big], strict=True):
             out.append((key, part.reshape(g.shape)))
         i = j
-    return tree_unflatten(out)
+    return out

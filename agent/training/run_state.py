@@ -39,6 +39,7 @@ class Run:
     value_and_grad: Callable            # (params, x, y) -> (local mean loss, gradients)
     value_and_grad_part: Callable       # (params, x, y) -> (local loss sum / global batch tokens, gradients)
     eval_loss: Callable                 # (params, x, y) -> local mean loss
+    update: Callable                    # (global gradients, params) -> (new params, gradient norm); clips
     shares: Planner                     # how the global batch is split between the ranks (shares.py)
     share: float                        # this rank's fraction of the global batch, kept current
     slowdown: float | None              # test aid: this rank's speed under JUPITER_TRAIN_SLOWDOWN

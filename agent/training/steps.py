@@ -1,6 +1,6 @@
 """One optimizer step on every rank, in lockstep (the recipe is in trainer.py's docstring):
-`sync_every` local micro-steps summed, one all-reduce of the mean gradient, clipping, one AdamW
-update. The loop times each call (the per-step timing in docs/benchmarks.md).
+`sync_every` local micro-steps summed, one all-reduce of the mean gradient (the loss rides
+along), clipping and one AdamW update (compiled together: setup.py). The loop times each call (the per-step timing in docs/benchmarks.md).
 
 With unequal shares (shares.py) each rank's loss is the sum over its slice's tokens divided by the
 global batch's tokens, so every token's gradient is scaled exactly as in one process's mean over
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from agent.training.collectives import sum_gradients
+from agent.training.collectives import all_sum_flat, sum_gradients
 from agent.training.data import windows
 from agent.training.run_state import Run
 
@@ -63,38 +62,38 @@ def train_step(run: Run, step: int) -> StepOut:
     if run.slowdown:
         _spin((time.perf_counter() - t0) * (1.0 / run.slowdown - 1.0))
     work = time.perf_counter() - t0
-    # the one synchronisation of this step
-    if c.grad_compression:
-        grads = tree_map(lambda g: g.astype(mx.bfloat16), grads)
-    if run.world == 1:
-        pass
-    elif equal:
-        grads = nn.average_gradients(grads, group=run.group)
-    else:
-        grads = sum_gradients(grads, group=run.group)
-    if c.grad_compression:
-        grads = tree_map(lambda g: g.astype(mx.float32), grads)
-    if c.clip > 0:
-        grads, norm = optim.clip_grad_norm(grads, c.clip)
-    else:
-        norm = mx.sqrt(sum(mx.sum(mx.square(g)) for _, g in tree_flatten(grads)))
-    times = None
-    if run.world == 1:
-        global_loss = local_loss
-    elif run.shares.measuring:
-        # every rank's time rides on the loss all-sum: rank r's at 1 + r, zeros elsewhere, so the
-        # sums are exact and every rank reads the same numbers
-        slots = mx.zeros((1 + run.world,), dtype=mx.float32)
-        slots[0] = local_loss
-        slots[1 + run.rank] = work
-        summed = mx.distributed.all_sum(slots, group=run.group)
-        global_loss = summed[0] / run.world if equal else summed[0]
-    else:
-        summed = mx.distributed.all_sum(local_loss, group=run.group)
-        global_loss = summed / run.world if equal else summed
-    new_params = run.optimizer.apply_gradients(grads, run.params)
+    grads, global_loss, times = _synchronise(run, grads, local_loss, work)
+    new_params, norm = run.update(grads, run.params)
     mx.eval(new_params, run.optimizer.state, global_loss, norm)
-    if run.world > 1 and run.shares.measuring:
-        times = summed[1:].tolist()
+    if times is not None:
+        times = times.tolist()
     run.params = new_params
     return StepOut(global_loss.item(), norm.item(), work, times)
+
+
+def _synchronise(run: Run, grads, local_loss: mx.array, work: float):
+    """The one synchronisation of a step: (the global gradient, the global loss, every rank's
+    `work` or None), all lazy. The loss rides in the gradient's last all-sum bucket (a second
+    collective per step cost about 1 % of a step on 2 ranks); while shares are being measured,
+    every rank's time rides with it, rank r's at slot 1 + r and zeros elsewhere, so the sums are
+    exact and every rank reads the same numbers."""
+    if run.world == 1:
+        return grads, local_loss, None
+    equal = run.shares.equal
+    slots = mx.zeros((1 + run.world,) if run.shares.measuring else (1,), dtype=mx.float32)
+    slots[0] = local_loss
+    if run.shares.measuring:
+        slots[1 + run.rank] = work
+    if run.cfg.grad_compression:  # the gradient travels as bfloat16; the loss and times must not
+        grads = tree_map(lambda g: g.astype(mx.bfloat16), grads)
+        grads = nn.average_gradients(grads, group=run.group) if equal else sum_gradients(grads, group=run.group)
+        grads = tree_map(lambda g: g.astype(mx.float32), grads)
+        summed = mx.distributed.all_sum(slots, group=run.group)
+    else:
+        flat = all_sum_flat(tree_flatten(grads) + [("", slots)], run.group)
+        summed = flat.pop()[1]
+        grads = tree_unflatten(flat)
+        if equal:
+            grads = tree_map(lambda g: g / run.world, grads)
+    global_loss = summed[0] / run.world if equal else summed[0]
+    return grads, global_loss, (summed[1:] if run.shares.measuring else None)
