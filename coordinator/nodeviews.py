@@ -42,6 +42,7 @@ def build(row: Any, status: str, facts: NodeFacts | None, pressure: Pressure | N
         mlx_lm_version=f.mlx_lm_version if f else None,
         mpi=f.mpi if f else MPIInfo(),
         thunderbolt=f.thunderbolt if f else ThunderboltInfo(),
+        gpus=list(f.gpus) if f else [],
         declared=declared, problems=[],  # filled in by coordinator.problems.Surveyor
         last_heartbeat=utc(row.last_heartbeat), registered_at=utc(row.registered_at),
         agent_version=f.agent_version if f else None, drained=row.drained, admitted=row.admitted,

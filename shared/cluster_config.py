@@ -22,7 +22,9 @@ class ConfigError(ValueError):
 class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["mpi", "ring", "jaccl"] = "ring"  # agents start ranks themselves: no SSH between the Macs
+    # auto: for each job the fastest backend its nodes support (shared/backends.py FASTEST_FIRST),
+    # which is ring, started by the agents without SSH, unless they have RDMA or NVIDIA GPUs.
+    backend: Literal["auto", "mpi", "ring", "jaccl", "jaccl-ring", "nccl"] = "auto"
     use_thunderbolt_bridge: bool = True
     network_interface: str | None = None
     sync_every_n_steps: int = Field(1, ge=1, le=100_000)

@@ -44,6 +44,7 @@ from shared.schemas import validate_host
 
 FORMATS = ("openmpi", "mpich", "mlx", "ring")
 MLX_BACKENDS = ("ring", "mpi", "jaccl", "jaccl-ring", "nccl")
+_RDMA_DEVICE = re.compile(r"^rdma_[A-Za-z0-9_.-]{1,60}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -144,11 +145,13 @@ def mpich(hosts: Sequence[tuple[str, int]]) -> str:
     return "".join(f"{h}:{n}\n" for h, n in pairs)
 
 
-def mlx(hosts: Sequence[tuple[str, Sequence[str]]], backend: str = "ring", envs: Sequence[str] = ()) -> str:
+def mlx(hosts: Sequence[tuple[str, Sequence[str]]], backend: str = "ring", envs: Sequence[str] = (),
+        rdma: Sequence[Sequence[str | None]] | None = None) -> str:
     """The JSON ``mlx.launch --hostfile`` reads; one entry per rank, in rank order.
 
     `envs` are ``KEY=VALUE`` strings that mlx.launch exports on every rank (it would silently drop a
-    key that is not alphanumeric/underscore; here that is an error)."""
+    key that is not alphanumeric/underscore; here that is an error). `rdma` is the jaccl device
+    matrix: row i becomes entry i's ``"rdma"`` (null on the diagonal)."""
     if backend not in MLX_BACKENDS:
         raise ValueError(f"mlx: unknown backend {backend!r}: use one of {', '.join(MLX_BACKENDS)}")
     env_list: list[str] = []
@@ -182,6 +185,16 @@ def mlx(hosts: Sequence[tuple[str, Sequence[str]]], backend: str = "ring", envs:
         entries.append({"ssh": host, "ips": ips})
     if not entries:
         raise ValueError("mlx: no hosts")
+    if rdma is not None:
+        if len(rdma) != len(entries) or any(len(row) != len(entries) for row in rdma):
+            raise ValueError(f"mlx: the rdma matrix must be {len(entries)} x {len(entries)}, one row per host")
+        for i, (entry, row) in enumerate(zip(entries, rdma, strict=True)):
+            for j, dev in enumerate(row):
+                if i == j and dev is not None:
+                    raise ValueError(f"mlx: rdma[{i}][{i}] must be null (a host has no device to itself)")
+                if dev is not None and not _RDMA_DEVICE.match(dev):
+                    raise ValueError(f"mlx: rdma[{i}][{j}] {dev!r} is not an RDMA device name (rdma_en2)")
+            entry["rdma"] = list(row)  # null off the diagonal: no cable (jaccl-ring's non-neighbours)
     return json.dumps({"backend": backend, "envs": env_list, "hosts": entries}) + "\n"
 
 

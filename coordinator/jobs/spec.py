@@ -44,7 +44,8 @@ def command_of(spec: JobSpec, config) -> list[str]:
 def backend_of(spec: JobSpec, default: str) -> str:
     """The backend the job runs on: its own, else cluster.yaml's. A finetune job takes ring, where
     the agents start its ranks (they ship its model and collect its adapters)."""
-    return spec.backend or (finetune_jobs.BACKEND if spec.finetune is not None else default)
+    backend = spec.backend or (finetune_jobs.BACKEND if spec.finetune is not None else default)
+    return "ring" if backend == "auto" else backend  # the choice by the nodes comes with jobs/choice.py
 
 
 def stored(spec: JobSpec) -> JobSpec:
@@ -81,9 +82,6 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
     if spec.workdir is not None and backend == "mpi":
         raise SpecRejected("workdir: the mpi backend starts ranks through mpirun, which does not unpack a "
                            "workdir; use ring")
-    if backend == "jaccl":
-        raise SpecRejected("backend: jaccl needs RDMA over Thunderbolt 5 topology support, "
-                           "which this version does not have yet; use ring or mpi")
     for name in spec.node_names or []:
         if name not in known_nodes:
             raise SpecRejected(f"node_names: no node named {name!r}")

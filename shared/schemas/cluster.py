@@ -22,7 +22,7 @@ class ClusterSummary(BaseModel):
     problems: list[str] = Field(..., description="Every problem as one line: 'node: message (fix: ...)'.")
     issues: list[ProblemOut] = Field(default_factory=list, description="The same problems, structured.")
     config_path: str | None = None
-    backend: str = "mpi"
+    backend: str = Field("auto", description="cluster.yaml's backend; auto: the fastest the job's nodes support.")
 
 
 class Health(BaseModel):

@@ -8,14 +8,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.backends import BACKEND_VARS
 from shared.rankenv import RANK_VARS
 from shared.schemas.common import NodeName, PlainText, Role, Wire
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
-RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", *sorted(RANK_VARS))
+RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", *sorted(BACKEND_VARS - {"CUDA_VISIBLE_DEVICES"}),
+                *sorted(RANK_VARS))
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
-Backend = Literal["ring", "mpi", "jaccl"]
+Backend = Literal["ring", "mpi", "jaccl", "jaccl-ring", "nccl"]  # shared/backends.py JOB_BACKENDS
 Arg = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
 EnvValue = Annotated[str, StringConstraints(max_length=8192, pattern=r"^[^\x00]*$")]
 # How rank output is read for progress (docs/progress.md): `auto` reads Jupiter's own lines and
@@ -87,7 +89,9 @@ class JobSpec(Wire):
     node_names: list[NodeName] | None = Field(None, max_length=256,
                                               description="Exactly these nodes, in this rank order.")
     processes_per_node: int = Field(1, ge=1, le=64)
-    backend: Backend | None = Field(None, description="Default: cluster.yaml's backend.")
+    backend: Backend | None = Field(None, description=(
+        "Default: cluster.yaml's backend, else the fastest the chosen nodes support (jaccl, jaccl-ring, "
+        "nccl, ring in that order); the job's `backend_reason` says which and why."))
     env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
         default_factory=dict, max_length=256, examples=[{"KEY": "value"}])
     secret_env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY_RE.pattern)], EnvValue] = Field(
@@ -163,6 +167,9 @@ class JobOut(BaseModel):
     name: str
     status: JobStatus
     backend: str
+    backend_reason: str | None = Field(None, description=(
+        "Why this backend: named by the job or cluster.yaml, or the fastest the nodes support and what "
+        "ruled out the faster ones."))
     world_size: int
     nodes: list[str] = Field(..., description="Node names in rank order (empty while pending).")
     command: list[str]

@@ -40,10 +40,18 @@ class ThunderboltBridge(Wire):
     members: list[ShortText] = Field(default_factory=list, max_length=32, examples=[["en2", "en3"]])
 
 
+# An RDMA device as `ibv_devices` names it (rdma_en2): one per Thunderbolt 5 port, renamed at reboot.
+RdmaDevice = Annotated[str, StringConstraints(pattern=r"^rdma_[A-Za-z0-9_.-]{1,60}$")]
+
+
 class ThunderboltPort(Wire):
     port: int = Field(..., ge=0, le=64, description="Receptacle id (the N of 'Thunderbolt N').")
     status: Literal["connected", "disconnected", "unknown"] = "unknown"
     speed_gbps: float | None = Field(None, ge=0, le=1000, description="Negotiated speed; null when no link.")
+    max_speed_gbps: float | None = Field(None, ge=0, le=1000, description=(
+        "What the port can do ('Up to 120 Gb/s': Thunderbolt 5), when macOS says; it says only for "
+        "an empty port."))
+    rdma_device: RdmaDevice | None = Field(None, description="This port's RDMA device, when `ibv_devices` lists it.")
     interface: ShortText | None = Field(None, examples=["en2"])
     peer_uuid: ShortText | None = Field(None, description="Domain UUID of the host on the other end.")
     peer_name: ShortText | None = None
@@ -53,7 +61,11 @@ class ThunderboltInfo(Wire):
     bridge: ThunderboltBridge | None = None
     ports: list[ThunderboltPort] = Field(default_factory=list, max_length=64)
     domain_uuids: list[ShortText] = Field(default_factory=list, max_length=64)
-    rdma_enabled: bool | None = Field(None, description="`rdma_ctl status` on macOS 26.2+; null if unknown.")
+    rdma_enabled: bool | None = Field(None, description=(
+        "`rdma_ctl status` on macOS 26.2+; null if unknown. It says enabled on Thunderbolt 4 Macs too, "
+        "where RDMA never works: see rdma_devices and the ports' speeds."))
+    rdma_devices: list[RdmaDevice] | None = Field(None, max_length=64, description=(
+        "The devices `ibv_devices` lists; null when it was not run or failed."))
 
 
 class NetInterface(Wire):
@@ -227,6 +239,7 @@ class NodeOut(BaseModel):
     mlx_lm_version: str | None = None
     mpi: MPIInfo
     thunderbolt: ThunderboltInfo
+    gpus: list[GPUInfo] = Field(default_factory=list, description="NVIDIA GPUs (nvidia-smi).")
     declared: DeclaredNode | None
     problems: list[str]
     last_heartbeat: datetime | None

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
+from shared.backends import BACKEND_VARS, FILE_VARS
 from shared.schemas.common import PlainText, ShortText, Wire
 
 
@@ -39,6 +40,11 @@ class RankAssignment(Wire):
     secret_env: dict[str, str] = Field(default_factory=dict, description="The job's secret_env (never logged).")
     backend: str = "ring"
     hostfile: list[list[str]] | None = Field(None, description="Ring hostfile (docs/hostfiles.md#ring).")
+    mlx_env: dict[str, str] = Field(default_factory=dict, description=(
+        "jaccl, jaccl-ring, nccl: the backend's variables for this rank (MLX_JACCL_COORDINATOR, NCCL_PORT, ...)."))
+    mlx_files: dict[str, str] = Field(default_factory=dict, description=(
+        "A variable that names a file (MLX_IBV_DEVICES) -> the file's text: the agent writes it into "
+        "the rank's folder and sets the variable to its path."))
     start_timeout_s: float = 60.0
     stop_grace_s: float = Field(5.0, description="Seconds between TERM and KILL when stopping (a trainer "
                                                  "saves its checkpoint in between).")
@@ -48,6 +54,18 @@ class RankAssignment(Wire):
                                                                    "when it ends (the job's artifacts).")
     restore_artifacts: bool = Field(False, description="A restarted attempt: fetch the job's artifacts into "
                                                        "the rank's folder first, so it resumes from them.")
+
+
+    @field_validator("mlx_env", "mlx_files")
+    @classmethod
+    def _backend_names(cls, value: dict[str, str], info) -> dict[str, str]:
+        allowed = FILE_VARS if info.field_name == "mlx_files" else BACKEND_VARS - FILE_VARS
+        for name, text in value.items():
+            if name not in allowed:
+                raise ValueError(f"{name!r} is not a backend variable Jupiter sets ({', '.join(sorted(allowed))})")
+            if len(text) > 1 << 20 or "\x00" in text:
+                raise ValueError(f"{name}: over 1 MiB or a NUL byte")
+        return value
 
 
 class StackDumpOrder(Wire):
