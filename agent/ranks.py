@@ -1,20 +1,20 @@
 """The rank runner: starts the ranks the coordinator assigns to this node and watches them.
 
-Each rank is its own process group (so a stop reaches everything it spawned), with MLX_RANK,
-MLX_HOSTFILE, JUPITER_* and the job's env and secret_env over an allowlist of the agent's own
-environment (shared.rankenv: never the agent's tokens), in `<work dir>/jobs/<job>/<attempt>`,
-a folder apart from the agent's state dir and its node token. Output is kept as numbered lines
+Each rank is its own process group (so a stop reaches everything it spawned), with its backend's
+variables (ring: MLX_RANK, MLX_HOSTFILE; jaccl, jaccl-ring, nccl: MLX_RANK and the coordinator's
+`mlx_env` / `mlx_files`, as `mlx.launch` sets them), JUPITER_* and the job's env and secret_env over
+an allowlist of the agent's own environment (shared.rankenv: never the agent's tokens), in
+`<work dir>/jobs/<job>/<attempt>`, a folder apart from the agent's state dir and its node token.
+Output is kept as numbered lines
 until the coordinator acknowledges them, so nothing is lost while it is away; exit codes are what
 the OS reports, never a wrapper's guess (mlx.launch, for one, always exits 0).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import stacks
+from agent.rankchecks import gpu_problem, port_problem, visible_gpu
+from shared.backends import AGENT_STARTED, BACKEND_VARS, FILE_VARS
 from shared.paths import jupiter_home
 from shared.procgroup import terminate_group
 from shared.rankenv import private_dir, rank_env, safe_part
@@ -56,28 +58,6 @@ class Rank:
     stacks_dir: Path | None = None                   # where its Python processes say they can dump stacks
     stopped: int | None = None                       # the pid of a process of it that is stopped (state T)
     dumped: bool = False                             # its stacks were asked for once already
-
-
-def port_problem(a: RankAssignment) -> str | None:
-    """Why this rank could not listen where the ring hostfile says, or None. MLX binds with
-    SO_REUSEPORT, so a port someone else holds would silently pair our rank with theirs; a plain
-    bind (without it) refuses instead, and so does an address that is not on this node."""
-    if a.backend != "ring" or not a.hostfile or a.rank >= len(a.hostfile):
-        return None
-    for entry in a.hostfile[a.rank]:
-        host, _, port = entry.rpartition(":")
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                # As MLX does: a closed connection's TIME_WAIT must not count as "in use".
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((host, int(port)))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"cannot start: port {port} on {host} is already in use by another program"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return f"cannot start: address {host} is not on this node (check its --host / network_interface)"
-            return f"cannot start: cannot listen on {entry}: {exc.strerror}"
-    return None
 
 
 def default_work_dir(state_dir: Path) -> Path:
@@ -132,7 +112,8 @@ class RankRunner:
                 return  # orders repeat until our report arrives; start each rank once
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
         self._busy_changed()
-        problem = port_problem(a) if safe_part(a.job_id) else f"cannot start: bad job id {a.job_id!r}"
+        ok = safe_part(a.job_id)
+        problem = (port_problem(a) or gpu_problem(a)) if ok else f"cannot start: bad job id {a.job_id!r}"
         if problem:  # at once: the port is checked as the order arrives
             self._exited(r, 98, problem)
             return
@@ -200,7 +181,30 @@ class RankRunner:
             hostfile = folder / f"hostfile-{a.rank}.json"
             hostfile.write_text(json.dumps(a.hostfile))
             own.update(MLX_RANK=str(a.rank), MLX_HOSTFILE=str(hostfile))
+        elif a.backend in AGENT_STARTED and a.backend != "ring":
+            own.update(self._backend_env(a, folder))
         return rank_env(os.environ, a.env, a.secret_env, own)
+
+    @staticmethod
+    def _backend_env(a: RankAssignment, folder: Path) -> dict[str, str]:
+        """jaccl, jaccl-ring, nccl: what `mlx.launch` exports on each rank, from the coordinator's
+        `mlx_env` and `mlx_files` (the schema already allows only Jupiter's names; checked again
+        here, as these override the job's env). Each file is written with its exact text, one per
+        rank (ranks of one attempt on a node may share the folder), and named by its absolute path."""
+        out: dict[str, str] = {}
+        for name, value in a.mlx_env.items():
+            if name in BACKEND_VARS and name not in FILE_VARS:
+                out[name] = value
+        for name, text in a.mlx_files.items():
+            if name in FILE_VARS:
+                path = (folder / f"{name.lower()}-{a.rank}.json").absolute()
+                path.write_bytes(text.encode("utf-8"))
+                out[name] = str(path)
+        if "CUDA_VISIBLE_DEVICES" in out:  # gpu_problem refused the rank if there is no such GPU
+            out["CUDA_VISIBLE_DEVICES"] = visible_gpu(out["CUDA_VISIBLE_DEVICES"],
+                                                      os.environ.get("CUDA_VISIBLE_DEVICES")) or ""
+        out["MLX_RANK"] = str(a.rank)  # as mlx.launch: last, over everything
+        return out
 
     def _pump(self, r: Rank) -> None:
         assert r.proc and r.proc.stdout
