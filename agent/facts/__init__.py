@@ -19,6 +19,7 @@ from agent.facts import runtime
 from agent.facts.common import (PlatformFacts, clip, derived_machine_id, finish_problems, gib,
                                 hostname, net_interfaces)
 from agent.system import LocalSystem, System
+from shared.backends import CUDA_FIX
 from shared.schemas.nodes import MPIInfo, NodeFacts, Pressure, ThunderboltInfo
 
 __all__ = ["collect", "collect_cheap", "collect_pressure"]
@@ -133,8 +134,8 @@ def _accelerator_problems(device_type: str, mlx: runtime.MLXProbe, python: str) 
         return [f"MLX from {python} sees no Metal GPU and would train on the CPU (an x86 Python "
                 "under Rosetta, or a CPU-only mlx build?)"]
     if device_type == "nvidia":
-        return [f"MLX from {python} has no CUDA backend and would train on the CPU "
-                "(fix: pip install 'mlx[cuda]')"]
+        # mlx-cpu and MLX's CUDA build ship the same library file: the CPU one goes first.
+        return [f"MLX from {python} has no CUDA backend and would train on the CPU (fix: {CUDA_FIX})"]
     return []
 
 

@@ -2,33 +2,38 @@
 
 Sources: `sysctl`, one `system_profiler
 SPHardwareDataType SPThunderboltDataType -json` call, `networksetup -listallhardwareports`,
-`ifconfig`, `sw_vers`, and `rdma_ctl status` where macOS has it. Every parser takes text and
-returns plain values; none raises on missing keys, empty or garbled output. (Over 400 lines
-because each parser stays beside the call whose recorded output it reads.)
+`ifconfig`, `sw_vers`, and (agent/facts/rdma.py) `rdma_ctl status` and `ibv_devices` where
+macOS has them. Every parser takes text and returns plain values; none raises on missing keys,
+empty or garbled output.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from agent.facts import rdma
+from agent.facts.macos_net import (Ifconfig, bridge_facts, bridge_name, parse_hardware_ports, parse_ifconfig,
+                                   thunderbolt_interfaces)
 from agent.facts.common import PlatformFacts, clip, output_of
 from agent.system import System
-from shared.schemas.nodes import ThunderboltBridge, ThunderboltInfo, ThunderboltPort
+from shared.schemas.nodes import ThunderboltInfo, ThunderboltPort
 
 # One process for every sysctl value. Without -n, sysctl prints "name: value" lines, so a name
 # this Mac lacks (perflevel* on Intel) just goes missing instead of shifting the other values.
 # hw.perflevel0.physicalcpu (performance cores) is read for when the wire schema carries it.
+# sysctl.proc_translated is 1 when this process is an x86_64 one under Rosetta.
 SYSCTL_ARGV = ["sysctl", "machdep.cpu.brand_string", "hw.memsize", "hw.physicalcpu",
-               "hw.perflevel0.physicalcpu", "hw.optional.arm64"]
+               "hw.perflevel0.physicalcpu", "hw.optional.arm64", "sysctl.proc_translated"]
 PROFILER_ARGV = ["system_profiler", "SPHardwareDataType", "SPThunderboltDataType", "-json"]
 HARDWARE_PORTS_ARGV = ["networksetup", "-listallhardwareports"]
 IFCONFIG_ARGV = ["ifconfig"]
 SW_VERS_ARGV = ["sw_vers"]
-RDMA_ARGV = ["rdma_ctl", "status"]
 IOREG_ARGV = ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"]
+
+parse_rdma_status = rdma.parse_rdma_status  # kept here too: callers find every macOS parser in this module
 
 # system_profiler walks every bus; 5-10 s is normal on a Mac with many devices.
 PROFILER_TIMEOUT = 60.0
@@ -98,10 +103,11 @@ def parse_link_speed(text: Any) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def parse_rdma_status(text: str | None) -> bool | None:
-    """`rdma_ctl status` prints "enabled" or "disabled"; anything else is unknown."""
-    word = (text or "").strip().lower()
-    return {"enabled": True, "disabled": False}.get(word)
+def known(value: Any) -> str:
+    """A tool's value as plain text, "" when it says it does not know ("Unknown"): system_profiler
+    prints that for the processor of some Intel Macs and of a process under Rosetta."""
+    text = clip(str(value or ""))
+    return "" if text.lower() == "unknown" else text
 
 
 _IOREG_UUID_RE = re.compile(r'"IOPlatformUUID"\s*=\s*"([0-9A-Fa-f-]{8,64})"')
@@ -110,102 +116,6 @@ _IOREG_UUID_RE = re.compile(r'"IOPlatformUUID"\s*=\s*"([0-9A-Fa-f-]{8,64})"')
 def parse_ioreg_uuid(text: str | None) -> str | None:
     m = _IOREG_UUID_RE.search(text or "")
     return m.group(1) if m else None
-
-
-# --------------------------------------------------------------------------- networksetup
-
-
-_TB_PORT_RE = re.compile(r"^Thunderbolt (\d+)$")
-
-
-def parse_hardware_ports(text: str | None) -> dict[str, str]:
-    """`networksetup -listallhardwareports` as {"Thunderbolt 1": "en2", "Wi-Fi": "en1", ...}."""
-    ports: dict[str, str] = {}
-    current: str | None = None
-    for line in (text or "").splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = key.strip(), value.strip()
-        if key == "Hardware Port":
-            current = value
-        elif key == "Device" and current and value:
-            ports[current] = value
-            current = None
-    return ports
-
-
-def thunderbolt_interfaces(hardware_ports: dict[str, str]) -> dict[int, str]:
-    """Receptacle id -> interface: "Thunderbolt N" is the network port of receptacle N.
-
-    Only exact "Thunderbolt N" names count: "Thunderbolt Bridge" is the bridge and
-    "Thunderbolt Ethernet Slot 1" is an Ethernet adapter, not a receptacle.
-    """
-    out = {}
-    for port, device in hardware_ports.items():
-        if m := _TB_PORT_RE.match(port):
-            out[int(m.group(1))] = device
-    return out
-
-
-# --------------------------------------------------------------------------- ifconfig
-
-
-@dataclass
-class Ifconfig:
-    """One interface's block of `ifconfig` output."""
-
-    name: str
-    flags: list[str] = field(default_factory=list)
-    status: str | None = None  # "active" | "inactive" | None when not printed
-    inet: list[str] = field(default_factory=list)
-    members: list[str] = field(default_factory=list)
-
-    @property
-    def up(self) -> bool:
-        # UP is the admin state; "status: inactive" means no member has a link.
-        return "UP" in self.flags and self.status != "inactive"
-
-
-_IF_HEADER_RE = re.compile(r"^([A-Za-z0-9_.-]+): flags=[0-9a-fA-F]+<([^>]*)>")
-
-
-def parse_ifconfig(text: str | None) -> dict[str, Ifconfig]:
-    blocks: dict[str, Ifconfig] = {}
-    current: Ifconfig | None = None
-    for line in (text or "").splitlines():
-        if m := _IF_HEADER_RE.match(line):
-            current = blocks.setdefault(m.group(1), Ifconfig(m.group(1)))
-            current.flags = [f for f in m.group(2).split(",") if f]
-            continue
-        if current is None or not line[:1].isspace():
-            continue
-        words = line.split()
-        if len(words) >= 2 and words[0] == "inet":
-            current.inet.append(words[1])
-        elif len(words) >= 2 and words[0] == "member:":
-            current.members.append(words[1])
-        elif len(words) >= 2 and words[0] == "status:":
-            current.status = words[1]
-    return blocks
-
-
-def bridge_name(hardware_ports: dict[str, str], ifconfig: dict[str, Ifconfig]) -> str | None:
-    """The Thunderbolt Bridge's interface: networksetup names it; bridge0 is macOS's default."""
-    if name := hardware_ports.get("Thunderbolt Bridge"):
-        return name
-    return "bridge0" if "bridge0" in ifconfig else None
-
-
-def bridge_facts(name: str | None, ifconfig: dict[str, Ifconfig]) -> ThunderboltBridge | None:
-    if name is None:
-        return None
-    block = ifconfig.get(name)
-    if block is None:
-        return ThunderboltBridge(interface=clip(name), up=False)
-    # IPv4 only: the fe80:: address needs a scope and cannot go in a hostfile.
-    return ThunderboltBridge(interface=clip(name), ips=[clip(ip) for ip in block.inet[:32]],
-                             up=block.up, members=[clip(m) for m in block.members[:32]])
 
 
 # --------------------------------------------------------------------------- system_profiler
@@ -246,7 +156,7 @@ def parse_hardware(data: dict[str, Any]) -> Hardware:
     hw = items[0]
     return Hardware(
         # Apple Silicon says chip_type; Intel Macs say cpu_type ("8-Core Intel Core i9").
-        chip=clip(str(hw.get("chip_type") or hw.get("cpu_type") or "")),
+        chip=known(hw.get("chip_type")) or known(hw.get("cpu_type")),
         memory_bytes=parse_physical_memory(hw.get("physical_memory")),
         machine_id=clip(str(hw.get("platform_UUID") or ""), 128) or None,
         machine_name=clip(str(hw.get("machine_name") or "")),
@@ -302,6 +212,7 @@ def parse_bus(bus: dict[str, Any], interfaces: dict[int, str]) -> tuple[list[Thu
             port=port_id,
             status=status,
             speed_gbps=parse_link_speed(tag.get("current_speed_key")) if status == "connected" else None,
+            max_speed_gbps=rdma.parse_max_speed(tag.get("current_speed_key")),
             interface=interfaces.get(port_id),
             **_peer_fields(peer),
         ))
@@ -345,13 +256,17 @@ def collect_macos(system: System) -> PlatformFacts:
     problems += profiler_problems
     hardware = parse_hardware(data)
 
-    facts.chip = hardware.chip or clip(sysctl.get("machdep.cpu.brand_string"))
+    # sysctl's brand string only when system_profiler does not know the chip (Intel, Rosetta).
+    facts.chip = hardware.chip or known(sysctl.get("machdep.cpu.brand_string"))
     facts.memory_total_bytes = parse_int(sysctl.get("hw.memsize")) or hardware.memory_bytes
     facts.cpu_cores = parse_int(sysctl.get("hw.physicalcpu"))
     apple_silicon = sysctl.get("hw.optional.arm64") == "1" or facts.chip.startswith("Apple")
     facts.device_type = "mac" if apple_silicon else "cpu"
     if not facts.chip:
         problems.append("could not read the chip (system_profiler and sysctl gave nothing)")
+    if sysctl.get("sysctl.proc_translated") == "1":
+        problems.append("the agent runs under Rosetta (x86_64 Python): MLX needs an arm64 Python "
+                        "(fix: install Python for arm64 and reinstall the agent)")
 
     facts.machine_id = hardware.machine_id or parse_ioreg_uuid(output_of(system, IOREG_ARGV))
     facts.os_version = parse_sw_vers(output_of(system, SW_VERS_ARGV))
@@ -372,11 +287,13 @@ def thunderbolt_full(system: System, data: dict[str, Any], problems: list[str]) 
     if ports and not interfaces:
         problems.append("networksetup -listallhardwareports named no Thunderbolt ports: "
                         "Thunderbolt links have no interface")
+    rdma_enabled, rdma_devices, ports = rdma.collect_rdma(system, ports, problems)
     return ThunderboltInfo(
         bridge=bridge_facts(bridge_name(hardware_ports, ifconfig), ifconfig),
         ports=ports,
         domain_uuids=domains,
-        rdma_enabled=parse_rdma_status(output_of(system, RDMA_ARGV)),
+        rdma_enabled=rdma_enabled,
+        rdma_devices=rdma_devices,
     )
 
 

@@ -24,6 +24,15 @@ PYTHONS = {
     "mac-garbled": "/usr/bin/python3",
     "linux-nvidia": "/home/dev/jupiter/.venv/bin/python",
     "linux-plain": "/usr/bin/python3",
+    # RDMA, Intel, Rosetta and NVIDIA-without-CUDA machines: tests/unit/test_facts_fabric.py.
+    "mac-studio-tb5-mesh": "/Users/ml/jupiter/.venv/bin/python",
+    "mac-mini-tb4-rdma-lies": "/Users/jo/jupiter/.venv/bin/python",
+    "mac-tb5-rdma-disabled": "/Users/mini-off/jupiter/.venv/bin/python",
+    "mac-tb5-device-missing": "/Users/lee/jupiter/.venv/bin/python",
+    "mac-tb5-old-macos": "/Users/mini-old/jupiter/.venv/bin/python",
+    "mac-intel-mini": "/Users/ops/jupiter/.venv/bin/python",
+    "mac-rosetta": "/usr/local/bin/python3",
+    "linux-nvidia-mlx-cpu": "/home/ana/jupiter/.venv/bin/python",
 }
 
 
@@ -33,9 +42,10 @@ def facts_of(scenario: str) -> tuple[NodeFacts, RecordedSystem]:
 
 
 def port(n: int, status: str, speed: float | None = None, interface: str | None = None,
-         peer_uuid: str | None = None, peer_name: str | None = None) -> ThunderboltPort:
-    return ThunderboltPort(port=n, status=status, speed_gbps=speed, interface=interface,
-                           peer_uuid=peer_uuid, peer_name=peer_name)
+         peer_uuid: str | None = None, peer_name: str | None = None, *, max_speed: float | None = None,
+         rdma: str | None = None) -> ThunderboltPort:
+    return ThunderboltPort(port=n, status=status, speed_gbps=speed, interface=interface, peer_uuid=peer_uuid,
+                           peer_name=peer_name, max_speed_gbps=max_speed, rdma_device=rdma)
 
 
 def test_every_scenario_folder_is_tested():
@@ -77,7 +87,7 @@ def test_mac_mini_cabled_to_two_peers():
     assert tb.ports == [
         port(1, "connected", 40.0, "en2", "F1E2D3C4-B5A6-4978-8695-A4B3C2D1E0F9", "Mac mini"),
         port(2, "connected", 40.0, "en3", "2D4F6A8C-0E1B-4C3D-9E5F-7A9B1C3D5E7F", "MacBook Pro"),
-        port(3, "disconnected", None, "en4"),
+        port(3, "disconnected", None, "en4", max_speed=40.0),  # "Up to 40 Gb/s": Thunderbolt 4
     ]
     assert tb.bridge.interface == "bridge0"
     assert tb.bridge.members == ["en2", "en3"]
@@ -87,6 +97,8 @@ def test_mac_mini_cabled_to_two_peers():
                                               "4B8F2C6D-1A3E-4F5B-9C7D-8E0A1B2C3D4E",
                                               "C2A7E913-6B4D-4E8F-A1C3-5D7F9B0E2A46"])
     assert tb.rdma_enabled is None  # macOS 15 has no rdma_ctl
+    assert tb.rdma_devices is None  # ... and no ibv_devices, which is not even tried
+    assert ["ibv_devices"] not in system.calls
     assert facts.problems == []
     assert facts.gpus == []
     names = [i.name for i in facts.interfaces]
@@ -106,7 +118,7 @@ def test_macbook_with_dock_and_display_has_links_but_no_peers():
     assert facts.thunderbolt.ports == [
         port(1, "connected", 40.0, "en1"),
         port(2, "connected", 40.0, "en2"),
-        port(3, "disconnected", None, "en3"),
+        port(3, "disconnected", None, "en3", max_speed=40.0),
     ]
     # "Thunderbolt Ethernet Slot 1" (the dock's NIC) is not receptacle 1.
     assert all(p.interface != "en8" for p in facts.thunderbolt.ports)
@@ -125,7 +137,8 @@ def test_mac_without_cables():
     assert facts.chip == "Apple M1 Max"
     assert facts.memory_gb == 32.0
     assert facts.cpu_cores == 10
-    assert facts.thunderbolt.ports == [port(n, "disconnected", None, f"en{n + 1}") for n in (1, 2, 3, 4)]
+    assert facts.thunderbolt.ports == [port(n, "disconnected", None, f"en{n + 1}", max_speed=40.0)
+                                       for n in (1, 2, 3, 4)]
     assert all(p.peer_uuid is None for p in facts.thunderbolt.ports)
     assert facts.thunderbolt.bridge.up is False
     assert facts.thunderbolt.bridge.ips == []
@@ -135,19 +148,23 @@ def test_mac_without_cables():
 
 
 def test_thunderbolt_5_link_at_80_and_capability_is_not_a_speed():
+    # Also the "bridge on" case: RDMA enabled and listed, the Thunderbolt Bridge still up over
+    # en1-en3 (the coordinator's check says to take the cables out of it for JACCL).
     facts, _ = facts_of("mac-tb5-80g")
     assert facts.chip == "Apple M4 Max"
     assert facts.memory_gb == 64.0
     assert facts.cpu_cores == 16
     assert facts.os_version == "macOS 26.2 (25C56)"
     assert facts.thunderbolt.ports == [
-        port(1, "connected", 80.0, "en1", "28CA6B41-0E9F-4D72-B3A5-6C1D8E2F4A90", "Mac Studio"),
+        port(1, "connected", 80.0, "en1", "28CA6B41-0E9F-4D72-B3A5-6C1D8E2F4A90", "Mac Studio", rdma="rdma_en1"),
         # "Up to 120 Gb/s" on the empty ports is what they could do: no link, no speed.
-        port(2, "disconnected", None, "en2"),
-        port(3, "disconnected", None, "en3"),
+        port(2, "disconnected", None, "en2", max_speed=120.0, rdma="rdma_en2"),
+        port(3, "disconnected", None, "en3", max_speed=120.0, rdma="rdma_en3"),
     ]
     assert facts.thunderbolt.rdma_enabled is True
-    assert facts.thunderbolt.bridge.ips == ["169.254.201.7"]
+    assert facts.thunderbolt.rdma_devices == ["rdma_en1", "rdma_en2", "rdma_en3"]
+    bridge = facts.thunderbolt.bridge
+    assert (bridge.up, bridge.members, bridge.ips) == (True, ["en1", "en2", "en3"], ["169.254.201.7"])
     assert facts.problems == []
 
 
