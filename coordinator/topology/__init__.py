@@ -21,7 +21,8 @@ One-sided links (only one end sees the cable) are kept and drawn, but not truste
 component, ring, JACCL matrix or bridge loop, since traffic over them is not to be counted on.
 
 The modules: `graph` (the model), `build`, `components` (the shape of each piece), `rings`
-(rank order), `addresses`, `jaccl` (the MLX_IBV_DEVICES matrix), `render` (JSON and DOT).
+(rank order), `addresses`, `fabric` (what blocks RDMA on each node and cable, and which nodes
+jaccl and jaccl-ring can use), `jaccl` (the MLX_IBV_DEVICES matrix), `render` (JSON and DOT).
 The names below are the package's surface; callers import them from `coordinator.topology`.
 """
 
@@ -29,13 +30,25 @@ from coordinator.checks.cabling import CABLE_FIX, SLOW_GBPS, is_slow
 from coordinator.checks.problem import Problem
 from coordinator.topology.addresses import Endpoint, LinkAddresses, link_addresses
 from coordinator.topology.build import build
-from coordinator.topology.graph import Component, Link, StrayCable, TopoNode, Topology
+from coordinator.topology.fabric import (
+    Blocker,
+    explain,
+    fabric_json,
+    link_blockers,
+    mesh_order,
+    node_blockers,
+    rdma_device,
+    rdma_pairs,
+    ring_order_rdma,
+)
+from coordinator.topology.graph import Component, Link, PortFacts, StrayCable, TopoNode, Topology
 from coordinator.topology.jaccl import JacclMatrix, jaccl_check, jaccl_matrix
 from coordinator.topology.render import to_dot, to_json
 from coordinator.topology.rings import SEARCH_BUDGET, ring_order
 
 __all__ = [
-    "CABLE_FIX", "SEARCH_BUDGET", "SLOW_GBPS", "Component", "Endpoint", "JacclMatrix", "Link", "LinkAddresses",
-    "Problem", "StrayCable", "TopoNode", "Topology", "build", "is_slow", "jaccl_check", "jaccl_matrix",
-    "link_addresses", "ring_order", "to_dot", "to_json",
+    "CABLE_FIX", "SEARCH_BUDGET", "SLOW_GBPS", "Blocker", "Component", "Endpoint", "JacclMatrix", "Link",
+    "LinkAddresses", "PortFacts", "Problem", "StrayCable", "TopoNode", "Topology", "build", "explain",
+    "fabric_json", "is_slow", "jaccl_check", "jaccl_matrix", "link_addresses", "link_blockers", "mesh_order",
+    "node_blockers", "rdma_device", "rdma_pairs", "ring_order", "ring_order_rdma", "to_dot", "to_json",
 ]

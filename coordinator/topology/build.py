@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from coordinator.checks.cabling import cabling_problems
 from coordinator.topology.components import components
-from coordinator.topology.graph import Link, StrayCable, TopoNode, Topology
+from coordinator.topology.graph import Link, PortFacts, StrayCable, TopoNode, Topology
 from coordinator.topology.rings import ham_cycle
 from shared.schemas import NetInterface, NodeOut
 
@@ -44,15 +44,20 @@ def build(nodes: Sequence[NodeOut],
 
 
 def _topo_node(n: NodeOut, interfaces: Sequence[NetInterface]) -> TopoNode:
-    b = n.thunderbolt.bridge
+    tb = n.thunderbolt
+    b = tb.bridge
     return TopoNode(
         id=n.id, name=n.name, chip=n.chip, device_type=n.device_type, status=n.status,
-        rdma_enabled=n.thunderbolt.rdma_enabled,
+        rdma_enabled=tb.rdma_enabled,
         bridge_interface=b.interface if b else None,
         bridge_members=tuple(b.members) if b else (),
         bridge_ips=tuple(b.ips) if b else (),
         bridge_up=bool(b and b.up),
         interface_ips={i.name: tuple(i.ips) for i in interfaces},
+        os_version=n.os_version,
+        rdma_devices=tuple(tb.rdma_devices) if tb.rdma_devices is not None else None,
+        ports={p.port: PortFacts(p.interface, p.status, p.speed_gbps, p.max_speed_gbps, p.rdma_device)
+               for p in tb.ports},
     )
 
 

@@ -15,6 +15,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class PortFacts:
+    """What a node reports about one of its Thunderbolt ports, as far as RDMA cares."""
+
+    interface: str | None
+    status: str
+    speed_gbps: float | None        # negotiated, when linked
+    max_speed_gbps: float | None    # "Up to N Gb/s", which macOS prints only for an empty port
+    rdma_device: str | None         # its `ibv_devices` name, when listed
+
+
+@dataclass(frozen=True)
 class TopoNode:
     id: str
     name: str
@@ -28,6 +39,9 @@ class TopoNode:
     bridge_up: bool
     # Per-interface addresses, when the caller passed the nodes' reported interfaces.
     interface_ips: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    os_version: str | None = None
+    rdma_devices: tuple[str, ...] | None = None        # None: ibv_devices not run or failed
+    ports: Mapping[int, PortFacts] = field(default_factory=dict)
 
     @property
     def apple_silicon(self) -> bool:

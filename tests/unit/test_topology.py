@@ -86,7 +86,7 @@ def test_chain_of_the_seeds_five_macs():
     assert (addr.b.port, addr.b.interface, addr.b.ips, addr.b.shared) == (1, "en2", ("169.254.201.77",), True)
     assert T.link_addresses(topo, *ids(topo, "Main MacBook", "Mac Studio")) is None  # not cabled
     check = T.jaccl_check(topo, list(topo.nodes))
-    assert check.matrix is None and "not enabled" in check.reason
+    assert check.matrix is None and "RDMA" in check.reason and "needs macOS 26.2" in check.reason
     # 3.12.7 beside 3.12.8 is no problem (same minor); Open MPI everywhere; every node cabled.
     assert P.combine(topo, nodes, backend="mpi") == []
 
@@ -221,8 +221,18 @@ def test_build_does_not_depend_on_input_order(name):
 
 
 def with_rdma(nodes):
-    return [n.model_copy(update={"thunderbolt": n.thunderbolt.model_copy(update={"rdma_enabled": True})})
-            for n in nodes]
+    """The same cabling on Macs ready for RDMA: macOS 26.2, rdma_ctl enabled, every link at 80 Gb/s
+    with its port's device listed, the Thunderbolt Bridge off."""
+    out = []
+    for n in nodes:
+        tb = n.thunderbolt
+        ports = [p.model_copy(update={"speed_gbps": 80.0 if p.status == "connected" else None,
+                                      "max_speed_gbps": None if p.status == "connected" else 120.0,
+                                      "rdma_device": f"rdma_{p.interface}"}) for p in tb.ports]
+        tb = tb.model_copy(update={"rdma_enabled": True, "ports": ports, "bridge": None,
+                                   "rdma_devices": [p.rdma_device for p in ports]})
+        out.append(n.model_copy(update={"thunderbolt": tb, "device_type": "mac", "os_version": "macOS 26.2 (25C56)"}))
+    return out
 
 
 def test_jaccl_needs_a_mesh_and_jaccl_ring_a_cabled_ring():
