@@ -114,6 +114,9 @@ class JobRow(SQLModel, table=True):
     log_bytes: int | None = 0
     # Signs of life of the current attempt, for the stall watchdog (coordinator/jobs/watchdog.py).
     watch: dict | None = Field(default=None, sa_column=Column("watch_json", JSON, nullable=True))
+    # Why the job runs on its backend ("why", at submit) and what placement told its ranks
+    # ("coordinator", "devices": the RDMA matrix frozen then, "left_out"); null before version 5.
+    plan: dict | None = Field(default=None, sa_column=Column("plan_json", JSON, nullable=True))
 
 
 class RankRow(SQLModel, table=True):

@@ -12,6 +12,7 @@ from coordinator.jobs import repository as repo
 from coordinator.jobs.placement import ring_of
 from coordinator.jobs.spec import stop_grace_of
 from coordinator.store import JobRow, RankRow
+from shared.backends import backend_vars
 from shared.schemas import JobSpec, RankAssignment, RankState, StackDumpOrder, StopOrder
 from shared.status import ACTIVE, TERMINAL, RankStatus
 
@@ -51,14 +52,22 @@ def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]
 
 
 def assignments(job: JobRow, mine: list[RankRow], everyone: list[RankRow]) -> list[RankAssignment]:
-    """The start orders for `mine`, ranks of `job` whose attempt has `everyone`: one ring for all."""
+    """The start orders for `mine`, ranks of `job` whose attempt has `everyone`: one ring hostfile
+    for all (ring), or the backend's variables and device file from the job's plan (jaccl,
+    jaccl-ring, nccl: placement.py froze them there)."""
     spec = JobSpec.model_validate(job.spec)
-    ring = ring_of(everyone)
+    ring = ring_of(everyone) if job.backend == "ring" else None
+    plan = job.plan or {}
     command = list(job.command)
-    return [RankAssignment(job_id=job.id, rank=r.rank, attempt=r.attempt, world_size=job.world_size,
-                           command=command, stop_grace_s=stop_grace_of(spec), env=spec.env,
-                           secret_env=spec.secret_env, backend=job.backend, hostfile=ring,
-                           start_timeout_s=spec.start_timeout_s, local_rank=r.local_rank,
-                           workdir=spec.workdir, artifacts=list(spec.artifacts) if r.rank == 0 else [],
-                           restore_artifacts=r.attempt > 0 and bool(spec.artifacts))
-            for r in sorted(mine, key=lambda r: r.rank)]
+    out = []
+    for r in sorted(mine, key=lambda r: r.rank):
+        mlx_env, mlx_files = backend_vars(job.backend, world_size=job.world_size, local_rank=r.local_rank,
+                                          coordinator=plan.get("coordinator"), devices=plan.get("devices"))
+        out.append(RankAssignment(job_id=job.id, rank=r.rank, attempt=r.attempt, world_size=job.world_size,
+                                  command=command, stop_grace_s=stop_grace_of(spec), env=spec.env,
+                                  secret_env=spec.secret_env, backend=job.backend, hostfile=ring,
+                                  mlx_env=mlx_env, mlx_files=mlx_files,
+                                  start_timeout_s=spec.start_timeout_s, local_rank=r.local_rank,
+                                  workdir=spec.workdir, artifacts=list(spec.artifacts) if r.rank == 0 else [],
+                                  restore_artifacts=r.attempt > 0 and bool(spec.artifacts)))
+    return out

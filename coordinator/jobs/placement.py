@@ -15,6 +15,7 @@ from coordinator.jobs import transitions as t
 from coordinator.scheduler import Placement, Unplaceable, pick_ports, place, reservation
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
+from shared.backends import RDMA, backend_vars
 from shared.schemas import JobSpec
 from shared.status import JobStatus
 
@@ -36,6 +37,22 @@ def ring_of(ranks: list[RankRow]) -> list[list[str]] | None:
         return None
     return hostfiles.ring([hostfiles.Slot(host=r.address, address=r.address, port=r.port, rank=r.rank)
                            for r in ranks])
+
+
+def plan_of(job: JobRow, placement: Placement, ranks: list[RankRow]) -> dict:
+    """The job's plan for this attempt: what it kept from submit ("why"), and what its ranks are
+    told, frozen now. jaccl, jaccl-ring, nccl: rank 0's address and port is the rendezvous every
+    rank dials ("coordinator"); jaccl*: the RDMA device matrix ("devices"), as the nodes' facts
+    name the devices at this moment (they change at reboot: a restarted job reads them again)."""
+    plan = {k: v for k, v in (job.plan or {}).items() if k not in ("coordinator", "devices", "left_out")}
+    if job.backend in RDMA or job.backend == "nccl":
+        rank0 = min(ranks, key=lambda r: r.rank)
+        plan["coordinator"] = f"{rank0.address}:{rank0.port}"
+    if job.backend in RDMA:
+        plan["devices"] = placement.devices
+    if placement.left_out:
+        plan["left_out"] = [{"node": name, "why": why} for name, why in placement.left_out]
+    return plan
 
 
 def placed_note(names: list[str], ppn: int) -> str:
@@ -103,15 +120,24 @@ def _start(jobs: Jobs, job: JobRow, spec: JobSpec, placement: Placement) -> list
         except ValueError as exc:
             jobs.handle(job.id, t.LauncherFailed(f"cannot build the ring hostfile: {exc}"))
             return []
+    plan = plan_of(job, placement, ranks)
+    try:
+        backend_vars(job.backend, world_size=job.world_size, local_rank=0, coordinator=plan.get("coordinator"),
+                     devices=plan.get("devices"))
+    except ValueError as exc:
+        jobs.handle(job.id, t.LauncherFailed(f"cannot give the ranks their {job.backend} settings: {exc}"))
+        return []
     names = [n.name for n in placement.nodes]
     with jobs.store.write() as s:
         row = repo.job(s, job.id)
         row.status, row.placed_at, row.pending_reason = JobStatus.STARTING, time.time(), None
         row.nodes, row.watch = names, {}  # a new attempt: watched afresh (watchdog.py)
+        row.plan = plan
         s.add(row)
         for r in ranks:
             s.add(r)
-    jobs.logs.note(job.id, placed_note(names, ppn))
+    note = placed_note(names, ppn)
+    jobs.logs.note(job.id, f"{note}; {placement.note}" if placement.note else note)
     for node_id in {r.node_id for r in ranks}:
         jobs.on_node_orders(node_id)
     jobs.on_change(job.id)

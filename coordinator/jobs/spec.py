@@ -9,6 +9,7 @@ import hashlib
 import json
 
 from coordinator import finetune_jobs, trainer_jobs
+from shared.backends import RDMA
 from shared.schemas import JobSpec
 
 DEFAULT_STOP_GRACE_S = 5.0
@@ -39,13 +40,6 @@ def command_of(spec: JobSpec, config) -> list[str]:
     if spec.finetune is not None:
         return finetune_jobs.finetune_command(spec)
     return list(spec.command)
-
-
-def backend_of(spec: JobSpec, default: str) -> str:
-    """The backend the job runs on: its own, else cluster.yaml's. A finetune job takes ring, where
-    the agents start its ranks (they ship its model and collect its adapters)."""
-    backend = spec.backend or (finetune_jobs.BACKEND if spec.finetune is not None else default)
-    return "ring" if backend == "auto" else backend  # the choice by the nodes comes with jobs/choice.py
 
 
 def stored(spec: JobSpec) -> JobSpec:
@@ -79,6 +73,12 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
             finetune_jobs.check(spec, backend)
         except finetune_jobs.FinetuneRejected as exc:
             raise SpecRejected(str(exc)) from None
+    if backend in RDMA and spec.nodes < 2:
+        raise SpecRejected(f"nodes: {backend} needs at least 2 Macs cabled to each other (one rank runs no "
+                           "collective over RDMA); use ring for one node")
+    if backend in RDMA and spec.processes_per_node > 1:
+        raise SpecRejected(f"processes_per_node: {backend} runs one rank per Mac: JACCL has one RDMA device "
+                           "per peer node, which two ranks on one Mac cannot share")
     if spec.workdir is not None and backend == "mpi":
         raise SpecRejected("workdir: the mpi backend starts ranks through mpirun, which does not unpack a "
                            "workdir; use ring")

@@ -10,6 +10,7 @@ from coordinator import stragglers
 from coordinator.jobs import watchdog
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
+from shared.backends import RDMA
 from shared.progress_tracker import ProgressTracker
 from shared.schemas import AttemptOut, JobDetail, JobOut, JobSpec, LossPoint, RankOut, RankProgress
 from shared.status import ACTIVE, JobStatus
@@ -51,7 +52,8 @@ def job_out(job: JobRow, *, history: bool = True, env: bool = True, pressure: Pr
                   for a in job.attempts or []],
         workdir=spec.workdir, artifacts=list(spec.artifacts), rank_progress=ranks, stragglers=slow,
         stalled=bool((job.watch or {}).get("stalled")),
-        warnings=watchdog.warnings(job.watch or {}, job.status in ACTIVE))
+        warnings=watchdog.warnings(job.watch or {}, job.status in ACTIVE),
+        backend_reason=(job.plan or {}).get("why"))
 
 
 def per_rank(job: JobRow, spec: JobSpec, tracker: ProgressTracker, pressure: Pressures | None):
@@ -83,4 +85,10 @@ def hostfile(job: JobRow, ranks: list[RankRow], hosts: dict[str, str], fmt: str)
         raise NotPlaced("the job is not placed yet, so it has no hostfile")
     slots = [hostfiles.Slot(host=hosts.get(r.node_id, r.address), address=r.address, port=r.port, rank=r.rank)
              for r in ranks]
+    if fmt == "mlx" and job.backend in RDMA:
+        # mlx.launch's jaccl needs each host's "rdma" row: the device matrix frozen at placement
+        # (one rank per node, so host i is rank i).
+        ordered = sorted(slots, key=lambda s: s.rank)
+        return hostfiles.mlx([(s.host, [s.address]) for s in ordered], backend=job.backend,
+                             rdma=(job.plan or {}).get("devices"))
     return hostfiles.render(fmt, slots, backend=job.backend)

@@ -65,16 +65,16 @@ def opened(path) -> None:
 
 
 def test_the_head_is_the_schema_version_older_jupiters_read():
-    assert SCHEMA_VERSION == HEAD_VERSION == 4
+    assert SCHEMA_VERSION == HEAD_VERSION == 5
 
 
 def test_a_new_database_is_made_at_the_newest_schema(tmp_path):
     path = tmp_path / "new.db"
     opened(path)
-    assert state_of(path) == ("0004", "4")
+    assert state_of(path) == ("0005", "5")
     assert differences_from_the_models(path) == []
     opened(path)  # and opening it again changes nothing
-    assert state_of(path) == ("0004", "4")
+    assert state_of(path) == ("0005", "5")
 
 
 # A database from each version before Alembic: the version-1 and version-3 dumps, version 2 made
@@ -97,7 +97,7 @@ def test_a_database_from_an_earlier_version_is_upgraded_to_the_models_and_keeps_
     rows = {t: before.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("nodes", "events", "jobs", "ranks")}
     before.close()
     opened(path)
-    assert state_of(path) == ("0004", "4")
+    assert state_of(path) == ("0005", "5")
     assert differences_from_the_models(path) == []
     after = sqlite3.connect(path)
     assert {t: after.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in rows} == rows
@@ -109,6 +109,7 @@ def test_a_database_from_an_earlier_version_is_upgraded_to_the_models_and_keeps_
     if made_by.startswith("v2"):  # its jobs' committed log sizes are not known
         assert after.execute("SELECT log_bytes FROM jobs").fetchall() == [(None,)]
     assert {r for r in after.execute("SELECT watch_json FROM jobs")} <= {(None,)}  # watched from the next start
+    assert {r for r in after.execute("SELECT plan_json FROM jobs")} <= {(None,)}  # placed before plans existed
     after.close()
 
 
@@ -116,7 +117,7 @@ def test_columns_an_interrupted_old_migration_already_added_are_not_added_again(
     # The hand-written v1 -> v2 step ran its ALTERs outside the transaction recording version 2.
     path = load(tmp_path / "old.db", "v1.sql", "ALTER TABLE nodes ADD COLUMN key_hash VARCHAR")
     opened(path)
-    assert state_of(path) == ("0004", "4")
+    assert state_of(path) == ("0005", "5")
     assert differences_from_the_models(path) == []
 
 
@@ -133,17 +134,17 @@ def test_a_revision_that_fails_leaves_the_database_as_it_was_before_it(tmp_path)
     db.commit()
     db.close()
     opened(path)  # mended, it goes on from where it stopped
-    assert state_of(path) == ("0004", "4")
+    assert state_of(path) == ("0005", "5")
 
 
-@pytest.mark.parametrize("edit", ["UPDATE meta SET value='5'",
+@pytest.mark.parametrize("edit", ["UPDATE meta SET value='6'",
                                   "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)",
                                   ])
 def test_a_database_from_a_newer_jupiter_is_refused_untouched(tmp_path, edit):
     path = load(tmp_path / "new.db", "v3.sql", edit)
     if "alembic_version" in edit:
         db = sqlite3.connect(path)
-        db.execute("INSERT INTO alembic_version VALUES ('0005')")
+        db.execute("INSERT INTO alembic_version VALUES ('0006')")
         db.commit()
         db.close()
     dump = "\n".join(sqlite3.connect(path).iterdump())
@@ -200,7 +201,7 @@ def test_a_leader_upgraded_from_version_3_keeps_nodes_jobs_logs_and_tokens_and_i
             assert done.status == "succeeded", (done.error, c.logs(new.id)[0])
             assert "[0] after the upgrade\n" in c.logs(new.id)[0]
             assert c.logs(V3_JOB)[0] == log_text
-        assert state_of(home / "coordinator.db") == ("0004", "4")
+        assert state_of(home / "coordinator.db") == ("0005", "5")
     finally:
         if agent is not None:
             agent.stop()
