@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 
 from coordinator.joblogs import JobLogs
-from coordinator.jobs import ingest, orders, placement, repository as repo, views
-from coordinator.jobs.spec import (SpecConflict, SpecRejected, backend_of, check, command_of, max_restarts_for,
+from coordinator.jobs import choice, ingest, orders, placement, repository as repo, views
+from coordinator.jobs.spec import (SpecConflict, SpecRejected, check, command_of, max_restarts_for,
                                    spec_hash, stored)
 from coordinator.jobs import transitions as t
 from coordinator.registry import Registry
@@ -83,8 +83,12 @@ class Jobs:
         """Store a new pending job, or return the one already stored under the same key (a
         SpecConflict when its spec differs). SpecRejected names the field this coordinator refuses."""
         config = self.registry.config
-        backend = backend_of(spec, self.default_backend)
-        check(spec, backend, {n.name for n in self.registry.list_views()})
+        views, interfaces = self.registry.list_views(), self.registry.interfaces()
+        backend, why = choice.choose(spec, self.default_backend, views, config, interfaces)
+        check(spec, backend, {n.name for n in views})
+        blocked = choice.never_runs(spec, backend, views, config, interfaces)
+        if blocked:
+            raise SpecRejected(f"backend: {backend} cannot run on these nodes: {blocked}")
         if spec.workdir is not None and not self.has_file(spec.workdir):
             raise SpecRejected(f"workdir: no archive {spec.workdir} on this coordinator; upload it first "
                                f"(PUT /files/{{sha256}}, or jupiter submit --workdir DIR)")
@@ -101,9 +105,9 @@ class Jobs:
                          world_size=spec.nodes * spec.processes_per_node, spec=stored(spec).model_dump(mode="json"),
                          command=command_of(spec, config), idempotency_key=spec.idempotency_key,
                          spec_hash=digest, pending_reason="waiting for the scheduler",
-                         max_restarts=max_restarts_for(spec, config))
+                         max_restarts=max_restarts_for(spec, config), plan={"why": why})
             s.add(row)
-        self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}")
+        self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}: {why}")
         self.on_change(row.id)  # wakes the scheduler too
         return row, True
 

@@ -74,6 +74,8 @@ def job(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = typer
     console.print(f"[bold]{markup(j.id)}[/] {markup(j.name)}: {status_text(j)} ({j.world_size} rank(s), "
                   f"{markup(j.backend)}" + (f", on {markup(', '.join(j.nodes))}" if j.nodes else "") + ")",
                   highlight=False, soft_wrap=True)
+    if j.backend_reason:
+        console.print(f"backend: {markup(j.backend)}, {markup(j.backend_reason)}", highlight=False, soft_wrap=True)
     p = j.progress
     if p.get("step") is not None:
         line = f"step {p['step']}" + (f"/{p['total_steps']}" if p.get("total_steps") else "")
@@ -188,7 +190,8 @@ def submit(
     nodes: Optional[int] = typer.Option(None, min=1, help="How many nodes (default 1, or the number of --node)."),
     node: list[str] = typer.Option([], "--node", help="Run on exactly these nodes, in rank order (repeatable)."),
     processes_per_node: int = typer.Option(1, "--processes-per-node", "--ppn", min=1),
-    backend: Optional[str] = typer.Option(None, help="ring | mpi (default: cluster.yaml's backend)."),
+    backend: Optional[str] = typer.Option(None, help=(
+        "ring | mpi | jaccl | jaccl-ring | nccl (default: cluster.yaml's, else the fastest the nodes support).")),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for every rank (repeatable)."),
     secret_env: list[str] = typer.Option([], "--secret-env", help=(
         "NAME: pass this variable of your own environment to every rank as a secret, never shown back "

@@ -24,7 +24,8 @@ def start(
     domain: str = typer.Option(..., help="Domain to train on (config/domains/<domain>.yaml)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the domain's data (default 1)."),
     nodes: int = typer.Option(2, min=1, help="How many nodes to train on."),
-    backend: Optional[str] = typer.Option(None, help="ring | mpi (default: cluster.yaml's backend)."),
+    backend: Optional[str] = typer.Option(None, help=(
+        "ring | mpi | jaccl | jaccl-ring | nccl (default: cluster.yaml's, else the fastest the nodes support).")),
     preset: Optional[str] = typer.Option(None, help="micro | tiny | small | base | 1b (default tiny)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps."),
     name: Optional[str] = typer.Option(None, help="Job name (default train-<domain>)."),
