@@ -56,6 +56,7 @@ def prepare(connect: Callable[[], Connection], node_id: str, work_dir: Path, a: 
             archive, problem = _cached_or_fetched(connect, work_dir, sha)
         if problem:
             return f"cannot start: {name} {problem}"
+        t0 = time.monotonic()
         try:
             files = workdir.unpack(archive, folder)
         except workdir.UnsafeArchive as exc:
@@ -63,7 +64,8 @@ def prepare(connect: Callable[[], Connection], node_id: str, work_dir: Path, a: 
             return f"cannot start: {name} cannot be unpacked ({exc})"
         except OSError as exc:
             return f"cannot start: {name} cannot be unpacked into {folder} ({exc.strerror or exc})"
-        log.info("unpacked %s (%d files) for rank %d of %s", name, files, a.rank, a.job_id)
+        log.info("unpacked %s (%d files) for rank %d of %s in %.3f s", name, files, a.rank, a.job_id,
+                 time.monotonic() - t0)
         return None
     finally:
         with _locks_guard:
@@ -86,6 +88,7 @@ def _cached_or_fetched(connect: Callable[[], Connection], work_dir: Path, sha: s
     except OSError as exc:
         return archive, f"cannot be cached in {cache} ({exc.strerror or exc})"
     problem = None
+    t0 = time.monotonic()
     for attempt in range(FETCH_TRIES):
         problem, retry = _fetch(connect, archive, sha)
         if not retry:
@@ -93,6 +96,8 @@ def _cached_or_fetched(connect: Callable[[], Connection], work_dir: Path, sha: s
         if attempt + 1 < FETCH_TRIES:
             time.sleep(2 ** attempt)
     if problem is None:
+        log.info("fetched workdir archive %s (%s, SHA-256 checked) in %.3f s", sha[:12],
+                 workdir.human_bytes(archive.stat().st_size), time.monotonic() - t0)
         evict(cache, CACHE_MAX_BYTES)
     return archive, problem
 

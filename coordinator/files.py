@@ -2,8 +2,8 @@
 
 `FileStore` is the one owner of that folder. An upload streams into a temporary file beside the
 final one while it is hashed; only a body whose SHA-256 is its name, within the size limit, and
-that is a safe tar.gz (shared/workdir.py: regular files and folders under relative paths, bounded
-in number and unpacked size) is renamed into place. The rename is atomic, so a half-written or
+that is a safe tar, gzipped or not (shared/workdir.py: regular files and folders under relative
+paths, bounded in number and unpacked size) is renamed into place. The rename is atomic, so a half-written or
 refused archive is never served.
 """
 

@@ -1,9 +1,14 @@
 """A job's workdir as one archive: packed by the CLI, checked by the coordinator, unpacked by agents.
 
-The archive is a gzipped tar named by its SHA-256, so the packing is deterministic: entries sorted,
-times, owners and modes fixed (only the executable bit survives), the gzip header without a name
-or time. The same folder content always gives the same digest, and a second upload of it is
-skipped.
+The archive is a tar named by its SHA-256, so the packing is deterministic: entries sorted, times,
+owners and modes fixed (only the executable bit survives), the gzip header without a name or time.
+The same folder content always gives the same digest, and a second upload of it is skipped.
+
+The tar is gzipped unless that would save little: a large folder of data that does not compress
+(random or already compressed bytes) is stored as a plain tar, so no node spends a gunzip pass on
+it, and a plain tar unpacks with the kernel copying each member out of the archive. Which one is
+decided from the content (`_gzip_pays`), so it is deterministic too. Both kinds unpack, told apart
+by the gzip magic; archives packed before plain tars existed are all gzipped.
 
 Every member must be a regular file or a folder under a relative path without `..`: no links, no
 devices, nothing that could write outside the folder it is unpacked into. The coordinator checks
@@ -15,6 +20,8 @@ imported inside `pack`, the one function that needs it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -34,6 +41,15 @@ NEVER_PACKED = frozenset({".git"})  # a repository's history (or a submodule's .
 MAX_MEMBERS = 100_000
 MAX_UNPACKED_BYTES = 8 << 30
 CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+# Gzip or not: below this much file data always gzip (either is cheap, and small workdirs keep the
+# digests they had); above it gzip only when it is expected to save at least GZIP_MIN_SAVING of
+# the plain tar. The estimate compresses a SAMPLE_BYTES window from the middle of each of the
+# SAMPLED_FILES largest files.
+GZIP_ALWAYS_BELOW = 8 << 20
+GZIP_MIN_SAVING = 0.2
+SAMPLE_BYTES = 64 << 10
+SAMPLED_FILES = 64
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -41,7 +57,7 @@ _SAFE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class UnsafeArchive(ValueError):
-    """The archive is not a tar.gz Jupiter will unpack; the message says why."""
+    """The archive is not a tar (gzipped or not) Jupiter will unpack; the message says why."""
 
 
 @dataclass
@@ -51,6 +67,7 @@ class Packed:
     files: int
     unpacked_bytes: int
     skipped: list[str] = field(default_factory=list)  # symlinks and special files, left out
+    gzipped: bool = True
 
 
 def human_bytes(n: float) -> str:
@@ -130,6 +147,9 @@ class HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    def tell(self) -> int:  # tarfile writing straight into it asks where it starts
+        return self.count
+
     def write(self, data) -> int:
         self.out.write(data)
         self.hash.update(data)
@@ -148,30 +168,61 @@ def pack(src: Path | dict[str, Path], dest: Path) -> Packed:
             raise ValueError(f"{name!r} cannot name a folder in the archive")
         if not root.is_dir():
             raise NotADirectoryError(f"{root} is not a folder")
-    files = unpacked = 0
+    entries: list[tuple[str, Path | None, os.stat_result | None]] = []  # (name, its file or None: a folder, stat)
     skipped: list[str] = []
+    for prefix in sorted(roots):
+        root = roots[prefix]
+        if prefix:
+            entries.append((prefix, None, None))
+        for rel, st, is_dir in _walk(root):
+            name = f"{prefix}/{rel}" if prefix else rel
+            if st is None:
+                skipped.append(name)
+            else:
+                entries.append((name, None if is_dir else root / rel, st))
+    gzipped = _gzip_pays([(name, path, st.st_size) for name, path, st in entries if path is not None], len(entries))
+    files = unpacked = 0
     with open(dest, "wb") as raw:
         sink = HashingWriter(raw)
-        # filename "" and mtime 0: nothing of the moment or the machine goes into the gzip header
-        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for prefix in sorted(roots):
-                root = roots[prefix]
-                if prefix:
-                    tar.addfile(_info(prefix, True))
-                for rel, st, is_dir in _walk(root):
-                    name = f"{prefix}/{rel}" if prefix else rel
-                    if st is None:
-                        skipped.append(name)
-                    elif is_dir:
-                        tar.addfile(_info(name, True))
-                    else:
-                        with open(root / rel, "rb") as f:
-                            size = os.fstat(f.fileno()).st_size  # as it is now, not as it was listed
-                            tar.addfile(_info(name, False, size, bool(st.st_mode & stat.S_IXUSR)), f)
-                        files += 1
-                        unpacked += size
-    return Packed(sink.hash.hexdigest(), sink.count, files, unpacked, skipped)
+        with contextlib.ExitStack() as stack:
+            if gzipped:  # written as it always was, so gzipped archives keep their digests
+                # filename "" and mtime 0: nothing of the moment or the machine goes into the gzip header
+                gz = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6))
+                tar = stack.enter_context(tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT))
+            else:
+                tar = stack.enter_context(
+                    tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK))
+            for name, path, st in entries:
+                if path is None:
+                    tar.addfile(_info(name, True))
+                    continue
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size  # as it is now, not as it was listed
+                    tar.addfile(_info(name, False, size, bool(st.st_mode & stat.S_IXUSR)), f)
+                files += 1
+                unpacked += size
+    return Packed(sink.hash.hexdigest(), sink.count, files, unpacked, skipped, gzipped)
+
+
+def _gzip_pays(files: list[tuple[str, Path, int]], members: int) -> bool:
+    """Whether gzip is expected to make the archive at least GZIP_MIN_SAVING smaller. A window from
+    the middle of each of the largest files is compressed (the middle: a header at the start may
+    compress unlike the bulk); the smaller files count as the sampled ones did on average. Each tar
+    header is 512 bytes that gzip all but removes, so many small files favour gzip."""
+    data = sum(size for _, _, size in files)
+    if data < GZIP_ALWAYS_BELOW:
+        return True
+    sampled = sampled_gz = 0.0
+    for _, path, size in sorted(files, key=lambda f: (-f[2], f[0]))[:SAMPLED_FILES]:
+        with open(path, "rb") as f:
+            f.seek(max(0, (size - SAMPLE_BYTES) // 2))
+            window = f.read(SAMPLE_BYTES)
+        if window:
+            sampled += size
+            sampled_gz += size * len(zlib.compress(window, 6)) / len(window)
+    gz_data = sampled_gz / sampled * data if sampled else data
+    plain = sum(-(-size // 512) * 512 for _, _, size in files) + 512 * members
+    return gz_data + 64 * members <= (1 - GZIP_MIN_SAVING) * plain
 
 
 # ---------------------------------------------------------------------------- checking
@@ -184,6 +235,8 @@ def check_member(m: tarfile.TarInfo) -> str | None:
         kind = ("a symlink" if m.issym() else "a hard link" if m.islnk() else "a fifo" if m.isfifo()
                 else "a device" if m.isdev() else "not a regular file or folder")
         return f"member {name!r} is {kind}"
+    if m.sparse is not None:  # its bytes are not laid out as they unpack; pack never writes one
+        return f"member {name!r} is a sparse file"
     if not name or "\x00" in name or "\\" in name:
         return f"member {name!r} has an unusable name"
     if name.startswith("/"):
@@ -208,30 +261,43 @@ def _members(tar: tarfile.TarFile, max_members: int, max_unpacked: int) -> Itera
         yield m
 
 
-def _reading(path: Path):
-    """The archive as a stream (no seeking: a gzip is read once, front to back)."""
-    return tarfile.open(path, mode="r|gz")
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[tuple[tarfile.TarFile, BinaryIO | None]]:
+    """(the tar, the archive's file when it is a plain tar: its members' bytes lie in it at
+    `offset_data`, to be copied out directly). A gzipped tar is read as a stream, once, front to
+    back; a plain one by seeking from header to header."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw.seek(0)
+        with tarfile.open(fileobj=raw, mode="r|gz" if gzipped else "r:") as tar:
+            yield tar, None if gzipped else raw
 
 
 _BROKEN = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
+def _not_valid(exc: Exception) -> UnsafeArchive:
+    return UnsafeArchive(f"not a valid tar.gz or tar ({type(exc).__name__}: {exc})")
+
+
 def inspect(path: Path, *, max_members: int = MAX_MEMBERS, max_unpacked: int = MAX_UNPACKED_BYTES
             ) -> tuple[int, int]:
-    """(members, unpacked bytes) of a safe archive; UnsafeArchive saying why it is not one. The
-    whole archive is read: a gzip cut short or corrupt shows only at its end."""
+    """(members, unpacked bytes) of a safe archive; UnsafeArchive saying why it is not one. A
+    gzipped archive is read whole: one cut short or corrupt shows only at its end. A plain tar's
+    headers are read (tarfile checks that each member's bytes lie within the file)."""
     members = total = 0
     try:
-        with _reading(path) as tar:
+        with _reading(path) as (tar, plain):
             for m in _members(tar, max_members, max_unpacked):
                 members += 1
                 if m.isreg():
-                    f = tar.extractfile(m)
-                    while f.read(CHUNK):
-                        pass
+                    if plain is None:
+                        f = tar.extractfile(m)
+                        while f.read(CHUNK):
+                            pass
                     total += m.size
     except _BROKEN as exc:
-        raise UnsafeArchive(f"not a valid tar.gz ({type(exc).__name__}: {exc})") from None
+        raise _not_valid(exc) from None
     return members, total
 
 
@@ -243,7 +309,7 @@ def unpack(path: Path, dest: Path, *, max_members: int = MAX_MEMBERS,
     dest = Path(dest)
     files = 0
     try:
-        with _reading(path) as tar:
+        with _reading(path) as (tar, plain):
             for m in _members(tar, max_members, max_unpacked):
                 target = dest.joinpath(*PurePosixPath(m.name).parts)
                 if m.isdir():
@@ -254,13 +320,44 @@ def unpack(path: Path, dest: Path, *, max_members: int = MAX_MEMBERS,
                     target.unlink()
                 mode = 0o755 if m.mode & stat.S_IXUSR else 0o644
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-                with os.fdopen(fd, "wb") as out, tar.extractfile(m) as f:
-                    while block := f.read(CHUNK):
-                        out.write(block)
+                with os.fdopen(fd, "wb") as out:
+                    if plain is not None:
+                        _copy_out(plain, m.offset_data, m.size, out)
+                    else:
+                        with tar.extractfile(m) as f:
+                            while block := f.read(CHUNK):
+                                out.write(block)
                 files += 1
     except _BROKEN as exc:
-        raise UnsafeArchive(f"not a valid tar.gz ({type(exc).__name__}: {exc})") from None
+        raise _not_valid(exc) from None
     return files
+
+
+def _copy_out(src: BinaryIO, offset: int, size: int, out: BinaryIO) -> None:
+    """Copy `size` bytes of `src` from `offset` into `out` (fresh, nothing written yet). Where the
+    system has copy_file_range the kernel copies them, never through this process (or shares the
+    blocks, on file systems that can); elsewhere through one buffer, in CHUNK pieces."""
+    left = size
+    if left and hasattr(os, "copy_file_range"):
+        try:
+            while left:
+                n = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30), offset)
+                if not n:
+                    raise UnsafeArchive(f"not a valid tar.gz or tar (cut short: {left} bytes missing)")
+                offset, left = offset + n, left - n
+            return
+        except OSError as exc:  # not across these file systems or on this kernel: copy it here
+            if left != size or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                                  errno.EPERM, errno.ENOTSUP):
+                raise
+    src.seek(offset)
+    buf = memoryview(bytearray(min(CHUNK, left)))
+    while left:
+        n = src.readinto(buf[:min(CHUNK, left)])
+        if not n:
+            raise UnsafeArchive(f"not a valid tar.gz or tar (cut short: {left} bytes missing)")
+        out.write(buf[:n])
+        left -= n
 
 
 def _folder(path: Path, root: Path) -> None:

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from coordinator.api.deps import Admin, LargeFileResponse, _bearer, _kind, write_body
 from coordinator.files import FileStore, Refused
 from coordinator.jobs import repository as repo
+from shared import workdir
 from shared.schemas import ErrorOut
 from shared.status import ACTIVE
 
@@ -36,9 +37,9 @@ def _missing(sha256: str) -> HTTPException:
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def put_file(sha256: Sha256, request: Request, response: Response) -> dict:
-    """Upload an archive (a gzipped tar of regular files and folders) under its SHA-256. `201`
-    when stored, `200` when it already was (the body is then not read). `400` for a body whose
-    digest differs or that is not a safe tar.gz, `413` over the size limit."""
+    """Upload an archive (a tar of regular files and folders, gzipped or not) under its SHA-256.
+    `201` when stored, `200` when it already was (the body is then not read). `400` for a body
+    whose digest differs or that is not a safe tar, `413` over the size limit."""
     store = _store(request)
     if store.has(sha256):
         response.status_code = 200
@@ -79,8 +80,15 @@ def _placed_on(request: Request, node_id: str, sha256: str) -> bool:
                    for _, job in repo.orders_view(s, node_id))
 
 
+def _media_type(path) -> str:
+    """A workdir archive is a gzipped tar, or a plain one when gzip would save little."""
+    with open(path, "rb") as f:
+        return "application/gzip" if f.read(len(workdir.GZIP_MAGIC)) == workdir.GZIP_MAGIC else "application/x-tar"
+
+
 @router.get("/{sha256}", response_class=FileResponse,
-            responses={200: {"content": {"application/gzip": {}}, "description": "The archive"}})
+            responses={200: {"content": {"application/gzip": {}, "application/x-tar": {}},
+                             "description": "The archive"}})
 def get_file(sha256: Sha256, request: Request) -> FileResponse:
     """The archive, streamed. The admin token may read any file; a node token only the workdir of
     an active job with a rank on its node. Anything else is `404`, as for a file not stored."""
@@ -88,6 +96,8 @@ def get_file(sha256: Sha256, request: Request) -> FileResponse:
     if kind != "admin" and not (kind == "node" and _placed_on(request, who, sha256)):
         raise _missing(sha256)
     path = _store(request).path(sha256)
-    if not path.is_file():
-        raise _missing(sha256)
-    return LargeFileResponse(path, media_type="application/gzip")
+    try:
+        media_type = _media_type(path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise _missing(sha256) from None
+    return LargeFileResponse(path, media_type=media_type)

@@ -33,9 +33,9 @@ def names(archive: Path) -> list[str]:
         return tar.getnames()
 
 
-def raw_tar(dest: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
-    """A tar.gz made by hand, for members `pack` would never write."""
-    with tarfile.open(dest, "w:gz") as tar:
+def raw_tar(dest: Path, *members: tuple[tarfile.TarInfo, bytes | None], gz: bool = True) -> Path:
+    """A tar.gz (or plain tar) made by hand, for members `pack` would never write."""
+    with tarfile.open(dest, "w:gz" if gz else "w") as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return dest
@@ -114,9 +114,11 @@ def test_ignore_files_are_read_with_gits_rules_and_git_is_never_packed(tmp_path)
     (member("hard", tarfile.LNKTYPE, linkname="run.py"), "a hard link"),
     (member("dev", tarfile.CHRTYPE, devmajor=1, devminor=3), "a device"),
     (member("fifo", tarfile.FIFOTYPE), "a fifo"),
+    (member("holes", tarfile.GNUTYPE_SPARSE), "a sparse file"),
 ])
-def test_unsafe_members_are_refused_by_both_checks(tmp_path, bad, why):
-    archive = raw_tar(tmp_path / "bad.tar.gz", member("ok.txt"), bad)
+@pytest.mark.parametrize("gz", [True, False], ids=["tar.gz", "tar"])
+def test_unsafe_members_are_refused_by_both_checks(tmp_path, bad, why, gz):
+    archive = raw_tar(tmp_path / "bad.tar.gz", member("ok.txt"), bad, gz=gz)
     with pytest.raises(workdir.UnsafeArchive, match=why):
         workdir.inspect(archive)
     dest = tmp_path / "deep" / "dest"
