@@ -213,3 +213,59 @@ def test_real_ranks_started_by_the_agent_see_the_same(name, tmp_path):
             files[k] = Path(got[a.rank]["env"][k]).read_bytes().decode("utf-8", "surrogateescape")
         assert files == got[a.rank]["files"]  # what the rank read is what is on disk
         same(a.rank, got[a.rank]["env"], got[a.rank]["files"], expected[a.rank])
+
+
+CLUSTERS = REPO / "tests" / "support" / "fixtures" / "clusters"
+
+
+def _cluster(name: str):
+    from shared.schemas import NetInterface, NodeOut
+    raw = json.loads((CLUSTERS / f"{name}.json").read_text())
+    nodes = [NodeOut.model_validate({k: v for k, v in d.items() if k != "interfaces"}) for d in raw]
+    return nodes, {d["id"]: [NetInterface.model_validate(i) for i in d.get("interfaces", [])] for d in raw}
+
+
+@pytest.mark.parametrize("cluster, backend", [("mesh4-tb5", "jaccl"), ("ring4-tb5", "jaccl-ring")])
+def test_the_coordinators_start_orders_for_a_recorded_cluster_equal_mlx_launch(cluster, backend, tmp_path):
+    """The whole coordinator path over the recorded 4-node Thunderbolt 5 mesh and ring: placement
+    (which nodes, which RDMA devices), the plan frozen at placement, the start orders; the oracle is
+    mlx.launch on the job's own `GET /jobs/{id}/hostfile?format=mlx` (ssh replaced by 127.0.0.1)."""
+    from coordinator.jobs import orders, placement, views
+    from coordinator.scheduler import Placement, place
+    from coordinator.store import JobRow
+    from shared.cluster_config import ClusterConfig
+    from shared.schemas import JobSpec
+
+    nodes, interfaces = _cluster(cluster)
+    command = ["python", SHOWENV, "--files", ",".join(sorted(PATH_VARS))]
+    spec = JobSpec(command=command, nodes=4, backend=backend)
+    got = place(spec, backend, nodes, ClusterConfig(), set(), interfaces)
+    assert isinstance(got, Placement), got
+    job = JobRow(id="j-0123456789", name="env", status="starting", backend=backend, world_size=4,
+                 spec=spec.model_dump(mode="json"), command=command, spec_hash="x", plan={})
+    ranks = placement.rank_rows(job, got, 1, pick_ports(got.addresses, 1, set(), random.Random(0)))
+    job.plan = placement.plan_of(job, got, ranks)
+    hosts = {n.id: n.host for n in nodes}
+    text = views.hostfile(job, ranks, hosts, "mlx")
+    data = json.loads(text)
+    assert all(len(h["rdma"]) == 4 for h in data["hosts"])
+    for h in data["hosts"]:
+        h["ssh"] = "127.0.0.1"  # mlx.launch runs these itself, without ssh
+    tmp = tmp_path / "mlx-launch"
+    tmp.mkdir()
+    (tmp / "hostfile.json").write_text(json.dumps(data))
+    port = ranks[0].port
+    proc = subprocess.run([str(MLX_LAUNCH), "--starting-port", str(port), "--hostfile", str(tmp / "hostfile.json"),
+                           "--", PYTHON, *command[1:]], check=False, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60, cwd=tmp,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp)})
+    expected = parse(proc.stdout.splitlines())
+    assert sorted(expected) == [0, 1, 2, 3], proc.stdout + proc.stderr
+    for a in orders.assignments(job, ranks, ranks):
+        node = got.nodes[a.rank].name
+        runner = RankRunner(tmp_path / f"agent-{node}", PYTHON, node)
+        folder = runner.rank_folder(a)
+        folder.mkdir(parents=True, exist_ok=True)
+        mine, files = jupiter_side(runner._env(a, folder), folder)
+        same(a.rank, mine, files, expected[a.rank])
+    assert expected[0]["env"]["MLX_JACCL_COORDINATOR"] == f"{got.addresses[0]}:{port}"
