@@ -235,6 +235,27 @@ def registration(name: str, host: str, facts: dict, **extra) -> dict:
     return {"name": name, "host": host, "facts": facts, "node_key": node_key(name, facts), **extra}
 
 
+def register_recorded(coord, cluster: str) -> list[tuple[dict, dict]]:
+    """Register each node of a recorded cluster (tests/support/fixtures/clusters/<cluster>.json, node
+    views as GET /nodes shows them) as its agent would; [(the recorded node, the RegisterResponse)].
+    Nothing runs on them: they stand for Macs this machine cannot be."""
+    import json
+
+    out = []
+    for n in json.loads((REPO / "tests" / "support" / "fixtures" / "clusters" / f"{cluster}.json").read_text()):
+        facts = {"machine_id": n["id"], "hostname": n["host"], "os": "macos", "os_version": n["os_version"] or "",
+                 "device_type": n["device_type"] or "mac", "chip": n["chip"] or "", "memory_gb": n["memory_gb"] or 0,
+                 "memory_available_gb": n["memory_available_gb"] or 0, "cpu_cores": n["cpu_cores"] or 0,
+                 "python_version": n["python_version"] or "", "mlx_version": n["mlx_version"],
+                 "mlx_device": n["mlx_device"], "mpi": n["mpi"], "thunderbolt": n["thunderbolt"],
+                 "interfaces": n.get("interfaces", [])}
+        r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
+                       json=registration(n["name"], n["host"], facts))
+        assert r.status_code == 200, r.text
+        out.append((n, r.json()))
+    return out
+
+
 @contextlib.contextmanager
 def two_agents(root: Path, **coordinator):
     """A coordinator under `root` and two agents, a1 and a2, both ready; all stopped at the end."""

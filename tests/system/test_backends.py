@@ -12,33 +12,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from shared.apierror import ApiError
-from tests.support.harness import REPO, registration, two_agents
+from tests.support.harness import REPO, register_recorded, two_agents
 from tests.system.test_jobs import wait_job
 
-FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures" / "clusters"
-
-
 def _register(coord, name: str) -> dict[str, dict]:
-    """The recorded cluster's nodes, registered as their agents would; name -> {id, token, facts}."""
-    out = {}
-    for n in json.loads((FIXTURES / f"{name}.json").read_text()):
-        facts = {"machine_id": n["id"], "hostname": n["host"], "os": "macos", "os_version": n["os_version"] or "",
-                 "device_type": n["device_type"] or "mac", "chip": n["chip"] or "", "memory_gb": n["memory_gb"] or 0,
-                 "memory_available_gb": n["memory_available_gb"] or 0, "cpu_cores": n["cpu_cores"] or 0,
-                 "python_version": n["python_version"] or "", "mlx_version": n["mlx_version"],
-                 "mlx_device": n["mlx_device"], "mpi": n["mpi"], "thunderbolt": n["thunderbolt"],
-                 "interfaces": n.get("interfaces", [])}
-        r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                       json=registration(n["name"], n["host"], facts))
-        assert r.status_code == 200, r.text
-        out[n["name"]] = {"id": r.json()["node_id"], "token": r.json()["node_token"], "host": n["host"]}
-    return out
+    """name -> {id, token, host} of each node of the recorded cluster, registered."""
+    return {n["name"]: {"id": r["node_id"], "token": r["node_token"], "host": n["host"]}
+            for n, r in register_recorded(coord, name)}
 
 
 @pytest.fixture(scope="module")
