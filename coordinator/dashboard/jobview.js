@@ -225,9 +225,9 @@ export const jd = {
   renderMeta() {
     const job = this.job;
     if (!job) { setKids($('#jd-meta')); return; }
-    const item = (k, v) => h('span', {}, `${k} `, h('b', {}, v));
+    const item = (k, v, title) => h('span', title ? { title } : {}, `${k} `, h('b', {}, v));
     setKids($('#jd-meta'), ...[
-      item('backend', job.backend || dash),
+      item('backend', job.backend || dash, job.backend_reason || undefined),
       item('ranks', String(job.world_size ?? dash)),
       item('nodes', (job.nodes || []).join(', ') || dash),
       item('started', clock(job.started_at)),
