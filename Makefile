@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv bench clean system-deps
+.PHONY: run test venv venv-cuda bench clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# NVIDIA nodes only: MLX's CUDA build (the `cuda` extra) in place of the CPU one. mlx-cpu and
+# mlx-cuda-12 ship the same files (mlx/lib/libmlx.so...) and pip deletes all of a wheel's files on
+# uninstall, even those another wheel wrote last. So: install the extra (the mlx[cpu] dependency
+# comes along), remove mlx-cpu, then write mlx-cuda-12's files again. It works from any state; run
+# it again after a `make venv` that reinstalled (a changed pyproject.toml brings mlx-cpu back).
+venv-cuda: $(STAMP)
+	@command -v nvidia-smi >/dev/null 2>&1 || { echo "venv-cuda: no nvidia-smi here; MLX's CUDA build needs an NVIDIA GPU and driver" >&2; exit 1; }
+	$(PY) -m pip install --quiet -e '.[cuda]'
+	$(PY) -m pip uninstall --quiet -y mlx-cpu
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+		"mlx-cuda-12==$$($(PY) -c 'from importlib.metadata import version; print(version("mlx"))')"
+	$(PY) -c 'import mlx.core as mx; print("MLX", mx.__version__, "CUDA:", mx.cuda.is_available())'
 
 run: $(STAMP)
 	$(PY) -m coordinator.demo

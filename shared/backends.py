@@ -20,12 +20,18 @@ FASTEST_FIRST = ("jaccl", "jaccl-ring", "nccl", "ring")
 MIN_MACOS = (26, 2)  # the first macOS with RDMA over Thunderbolt
 RDMA_ENABLE_FIX = ("enable RDMA once from recoveryOS: hold the power button, Options > Utilities > "
                    "Terminal, run `rdma_ctl enable`, then reboot")
-CUDA_FIX = ("install MLX's CUDA build in the agent's Python: `pip uninstall -y mlx-cpu && "
-            "pip install 'mlx[cuda12]'` ('mlx[cuda13]' for CUDA 13), then restart the agent")
+# Both mlx-cpu and mlx-cuda-12 ship mlx/lib/libmlx.so: removing one after the other was installed
+# leaves MLX without its library, so both go first.
+CUDA_FIX = ("install MLX's CUDA build in the agent's Python: `pip uninstall -y mlx-cpu mlx-cuda-12 && "
+            "pip install 'mlx[cuda12]'` ('mlx[cuda13]' for CUDA 13; `make venv-cuda` in a checkout), "
+            "then restart the agent")
 
 # The variables Jupiter gives a rank for its backend (besides MLX_RANK / MLX_HOSTFILE for ring).
 BACKEND_VARS = frozenset({"MLX_JACCL_COORDINATOR", "MLX_JACCL_RING", "MLX_IBV_DEVICES", "NCCL_HOST_IP",
                           "NCCL_PORT", "MLX_WORLD_SIZE", "CUDA_VISIBLE_DEVICES"})
+# Names MLX's JACCL reads before the MLX_* ones (MLX 0.32 and later): a job may not set them, or
+# its env would override what Jupiter gives the ranks.
+JACCL_ALIASES = frozenset({"JACCL_RANK", "JACCL_IBV_DEVICES", "JACCL_COORDINATOR", "JACCL_RING"})
 # Of those, the ones that name a file the agent writes (the value on the wire is the file's text).
 FILE_VARS = frozenset({"MLX_IBV_DEVICES"})
 

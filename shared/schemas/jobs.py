@@ -8,13 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from shared.backends import BACKEND_VARS
+from shared.backends import BACKEND_VARS, JACCL_ALIASES
 from shared.rankenv import RANK_VARS
 from shared.schemas.common import NodeName, PlainText, Role, Wire
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by Jupiter for every rank; a job may not override them.
 RESERVED_ENV = ("MLX_RANK", "MLX_HOSTFILE", "MLX_MPI_LIBNAME", *sorted(BACKEND_VARS - {"CUDA_VISIBLE_DEVICES"}),
+                *sorted(JACCL_ALIASES),
                 *sorted(RANK_VARS))
 JobStatus = Literal["pending", "starting", "running", "succeeded", "failed", "cancelled"]
 Backend = Literal["ring", "mpi", "jaccl", "jaccl-ring", "nccl"]  # shared/backends.py JOB_BACKENDS
