@@ -8,11 +8,11 @@ and filled in, so nothing here repeats the checks.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def argv_for(*, coordinator: str, name: str, host: str, state_dir: Path, python: str,
@@ -38,10 +38,22 @@ def run(argv: list[str], *, join_token: str | None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            os.execv(sys.executable, [sys.executable, "-P", "-m", "agent", *argv])
+            os.execve(sys.executable, [sys.executable, "-P", "-m", "agent", *argv], _agent_env())
         except OSError:
             pass
     return main(argv)
+
+
+def _agent_env() -> dict[str, str]:
+    """This environment, with glibc's malloc kept to one arena (unless the operator chose). By
+    default glibc gives each thread that allocates an arena of its own, and the agent's orders
+    and reporter threads each keep one, about 0.2 MB together, for the few bytes they allocate
+    while the main thread sleeps. The agent's threads wait on the network nearly all the time
+    and hold the GIL when they allocate, so sharing one arena costs them nothing. Ignored
+    elsewhere (macOS); ranks never see it (shared/rankenv.py builds their environment)."""
+    env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", "1")
+    return env
 
 
 def _pipe_with(text: str) -> int:
@@ -63,7 +75,38 @@ def _read_fd(fd: int) -> str | None:
         return f.read(4097).decode(errors="replace").strip() or None
 
 
-def main(argv: list[str] | None = None) -> int:
+# The options of `python -m agent` that take a value, as argv_for writes them, and how each is read.
+_VALUED = {"--coordinator": str, "--name": str, "--host": str, "--state-dir": Path, "--python": str,
+           "--work-dir": Path, "--join-token-fd": int}
+_REQUIRED = ("coordinator", "name", "host", "state_dir")
+
+
+def _parse_written(argv: list[str]) -> SimpleNamespace | None:
+    """The options as argv_for writes them (`--verbose`, `--option value`), read without argparse,
+    which with what it imports (gettext, shutil, bz2, lzma) would keep 0.7 MB for the life of the
+    agent; None for anything else (`--help`, `--name=x`, a mistake), which argparse then reads."""
+    args = SimpleNamespace(python=sys.executable, work_dir=None, verbose=False, join_token_fd=None)
+    rest = iter(argv)
+    for option in rest:
+        if option == "--verbose":
+            args.verbose = True
+            continue
+        read, value = _VALUED.get(option), next(rest, None)
+        if read is None or value is None or value.startswith("-"):
+            return None
+        try:
+            setattr(args, option[2:].replace("-", "_"), read(value))
+        except ValueError:
+            return None
+    return args if all(hasattr(args, name) for name in _REQUIRED) else None
+
+
+def _parse(argv: list[str] | None) -> SimpleNamespace:
+    args = _parse_written(sys.argv[1:] if argv is None else argv)
+    if args is not None:
+        return args
+    import argparse
+
     ap = argparse.ArgumentParser(prog="python -m agent", description="Run one agent in the foreground "
                                  "(what `jupiter agent` runs once it has checked its options).")
     ap.add_argument("--coordinator", required=True)
@@ -74,14 +117,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path)
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--join-token-fd", type=int, help="A file descriptor to read the join token from, once.")
-    args = ap.parse_args(argv)
+    return SimpleNamespace(**vars(ap.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     join_token = _read_fd(args.join_token_fd) if args.join_token_fd is not None else None
     # The format of `jupiter`'s daemons (shared/cli/output.py), which tools and benches read.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    _without_pydantic_plugins()
     from agent.loop import Agent, AgentConfig, install_signal_handlers
 
     ag = Agent(AgentConfig(coordinator=args.coordinator, name=args.name, host=args.host, state_dir=args.state_dir,
                            python=args.python, work_dir=args.work_dir, join_token=join_token))
     install_signal_handlers(ag)
     return ag.run()
+
+
+def _without_pydantic_plugins() -> None:
+    """Let pydantic find no plugins in this process, without looking for them.
+
+    pydantic looks for plugins (the `pydantic` entry points of every installed distribution) when
+    it builds its first validator, through a loader module that imports importlib.metadata and
+    with it zipfile, csv, email and tempfile: 1.1 MB kept for the life of the agent, which uses
+    no pydantic plugin. PYDANTIC_DISABLE_PLUGINS skips the search but not those imports, so the
+    agent puts a loader that finds none where pydantic imports it from. The wire schemas validate
+    as before: with no plugins pydantic builds the very same validators. Only this process: the
+    `jupiter` command and the coordinator keep pydantic's loader. Does nothing once pydantic has
+    loaded its own (main() run inside `jupiter agent`, when exec failed)."""
+    import types
+
+    name = "pydantic.plugin._loader"
+    if name not in sys.modules:
+        loader = types.ModuleType(name, "The agent's stand-in: no pydantic plugins (agent/foreground.py).")
+        loader.get_plugins = lambda: ()
+        sys.modules[name] = loader

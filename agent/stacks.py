@@ -11,7 +11,6 @@ handler for it. Used by the rank runner (ring ranks) and by agent.rankshim (mpi 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -72,4 +71,6 @@ def stopped(pid: int) -> int | None:
 
 def forget(stacks_dir: Path | None) -> None:
     if stacks_dir is not None:
+        import shutil  # here, not above: shutil brings bz2 and lzma, which an idle agent never needs
+
         shutil.rmtree(stacks_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ from shared.schemas.nodes import (
     RegisterResponse,
 )
 from shared.schemas.ranks import OrdersRequest, RankReport, RankReportAck
+from shared.tlspin import open_socket
 
 KEEP_IDLE_S = 60.0  # below the coordinator's 75 s, so it never closes a connection we are about to reuse
 USER_AGENT = f"jupiter-agent/{shared.__version__}"
@@ -36,6 +37,20 @@ M = TypeVar("M")
 
 class BrokenAnswer(ConnectionError):
     """The connection gave something that is not an HTTP answer (cut short, garbled)."""
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """http.client's connection, plain or over TLS with `context`, opened by
+    shared.tlspin.open_socket: it hands the host name over as bytes, so the agent never loads
+    the idna codec (0.3 MB) for a name that needs no encoding."""
+
+    def __init__(self, host: str, port: int | None, *, timeout: float, context: ssl.SSLContext | None):
+        self.default_port = 443 if context is not None else 80  # read by the base (port None, Host)
+        super().__init__(host, port, timeout=timeout)
+        self.tls = context
+
+    def connect(self) -> None:
+        self.sock = open_socket(self.host, self.port, timeout=self.timeout, context=self.tls)
 
 
 class Connection:
@@ -67,9 +82,10 @@ class Connection:
         self.close()
 
     def _open(self, timeout: float) -> http.client.HTTPConnection:
-        if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        if self.https and self.context is None:
+            # The system's trust, as http.client sets it up (the agent itself always gives a context)
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
+        return _HTTPConnection(self.host, self.port, timeout=timeout, context=self.context if self.https else None)
 
     def request(self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
                 ) -> tuple[int, bytes]:

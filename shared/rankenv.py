@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -137,5 +136,9 @@ def mpi_rank_root() -> Path:
 
     Not below $JUPITER_HOME (the coordinator's tokens) nor any agent's state dir (node tokens),
     and the same rule on every host, so no path from another machine decides it."""
+    # Imported here: tempfile brings shutil, bz2 and lzma (about 0.5 MB resident), and an
+    # idle agent imports this module (for ring ranks) without ever running an mpi rank.
+    import tempfile
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"jupiter-ranks-{uid}"
