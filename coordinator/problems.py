@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from coordinator import topology
 from coordinator.checks import backends, config, versions
+from coordinator.checks import fabric as fabric_checks
 from coordinator.checks import nodes as node_checks
 from coordinator.checks import pressure as pressure_checks
 from coordinator.checks.problem import Problem
@@ -29,7 +30,7 @@ def combine(topo: topology.Topology, nodes: Sequence[NodeOut], *, backend: str,
     out = list(topo.warnings)
     out += node_checks.never_reported(nodes) + node_checks.no_link(topo, nodes)
     out += versions.mlx_skew(nodes) + versions.python_skew(nodes)
-    out += backends.node_facts(nodes, backend)
+    out += backends.node_facts(nodes, backend) + fabric_checks.problems(topo, nodes, backend)
     out += list(extra)
     seen, unique = set(), []
     for p in out:

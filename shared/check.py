@@ -1,6 +1,7 @@
 """`jupiter check`: the configuration first (cluster.yaml and every domain), then the live cluster
-as the coordinator sees it: declared beside reported, links, memory, and every problem with its
-fix. Still useful with no coordinator running: the static checks stand on their own."""
+as the coordinator sees it: declared beside reported, links, memory, the fabric the fast backends
+need (shared/check_fabric.py), and every problem with its fix. Still useful with no coordinator
+running: the static checks stand on their own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from shared import check_fabric
 from shared.client import ApiError, Client
 from shared.cluster_config import ClusterConfig, ConfigError, load_cluster_config, unhonoured_fields
 from shared.schemas import NodeOut
@@ -19,7 +21,8 @@ from shared.status import TERMINAL
 from shared.text import cell, markup
 
 # Problems that stop jobs on the configured backend from running at all (exit non-zero).
-BLOCKING_KINDS = {"mpich", "no_mpi", "jaccl_unsupported", "bridge_loop", "jaccl_rdma", "jaccl_bridge"}
+# The jaccl_* and nccl_cuda kinds come only when cluster.yaml names that backend.
+BLOCKING_KINDS = {"mpich", "no_mpi", "bridge_loop", "jaccl_rdma", "jaccl_bridge", "jaccl_link", "nccl_cuda"}
 
 
 @dataclass
@@ -33,6 +36,7 @@ class CheckReport:
     cluster: dict | None = None
     nodes: list[NodeOut] = field(default_factory=list)
     topology: dict | None = None
+    fabric: dict | None = None                             # GET /topology?format=jaccl (shared/check_fabric.py)
     problems: list[dict] = field(default_factory=list)     # {node, kind, message, fix, blocking}
 
     @property
@@ -43,7 +47,7 @@ class CheckReport:
         return {"config": self.config_path, "config_ok": self.config_ok, "domains": self.domains,
                 "coordinator": self.coordinator, "reachable": self.reachable, "cluster": self.cluster,
                 "nodes": [n.model_dump(mode="json") for n in self.nodes], "topology": self.topology,
-                "problems": self.problems, "exit_code": self.exit_code}
+                "fabric": self.fabric, "problems": self.problems, "exit_code": self.exit_code}
 
 
 def _problem(node, kind, message, fix, blocking=None) -> dict:
@@ -73,6 +77,7 @@ def run_check(config_path: Path, url: str, token: str | None) -> CheckReport:
             report.cluster = c.cluster().model_dump(mode="json")
             report.nodes = c.nodes()
             report.topology = c.request("GET", "/topology").json()
+            report.fabric = check_fabric.fetch(c)
         report.reachable = True
         seen = {p["message"] for p in report.problems}
         for issue in report.cluster["issues"]:
@@ -152,6 +157,8 @@ def render(report: CheckReport, console: Console) -> None:
                  if x["kind"] != "single"]
         if comps:
             console.print("thunderbolt: " + markup("; ".join(comps)), highlight=False)
+        if report.fabric and check_fabric.relevant(report.nodes):
+            check_fabric.render_fabric(report.fabric, console)
     if report.problems:
         console.print("[bold]problems[/]")
         for p in report.problems:

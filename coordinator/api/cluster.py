@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
-
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
 
 from coordinator import topology
-
-from shared.status import SUMMARY_NODE_STATUSES, NodeStatus
 from coordinator.api.deps import Admin, RegistryDep, SurveyorDep
+from coordinator.checks import fabric as fabric_checks
 from shared import __version__
-from shared.schemas import ClusterSummary, Health, ProblemOut
+from shared.schemas import ClusterSummary, ErrorOut, Health, ProblemOut
+from shared.status import SUMMARY_NODE_STATUSES, NodeStatus
 
 router = APIRouter(tags=["cluster"])
+
+NODES_HELP = "With format=jaccl: node names separated by commas, in rank order (at most 256)."
+NODES_MAX_CHARS = fabric_checks.MAX_NODES * 65  # 256 names of up to 64 characters, and commas
 
 
 @router.get("/healthz", response_model=Health)
@@ -48,23 +50,25 @@ def cluster(request: Request, reg: RegistryDep, surveys: SurveyorDep) -> Cluster
     )
 
 
-@router.get("/topology", dependencies=[Admin], responses={200: {"content": {"text/vnd.graphviz": {}}}})
-def get_topology(surveys: SurveyorDep, format: Literal["json", "dot", "jaccl"] = "json"):
+@router.get("/topology", dependencies=[Admin], responses={200: {"content": {"text/vnd.graphviz": {}}},
+                                                         422: {"model": ErrorOut}})
+def get_topology(reg: RegistryDep, surveys: SurveyorDep, format: Literal["json", "dot", "jaccl"] = "json",
+                 nodes: str | None = Query(None, max_length=NODES_MAX_CHARS, description=NODES_HELP)):
     """The Thunderbolt graph: nodes, links (ports, negotiated speed), chains/rings/meshes found,
     cabling warnings. `?format=dot` gives Graphviz text (`dot -Tsvg`). `?format=jaccl` gives,
-    for the live nodes in ring order, the N x N device matrix MLX's JACCL backend reads from
-    MLX_IBV_DEVICES (full mesh) and the one for jaccl-ring, or the reason there is none
-    (every node must report RDMA enabled, macOS 26.2+)."""
+    for the live nodes in ring order (or `nodes`, in that order), the N x N device matrices MLX's
+    JACCL backends read from MLX_IBV_DEVICES (full mesh, and jaccl-ring) or the reason there is
+    none, what blocks RDMA on each node and cable with its fix, the NVIDIA nodes, and which
+    backends these nodes can use and which one Jupiter would pick."""
     found = surveys.survey()
+    if nodes is not None and format != "jaccl":
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "nodes: only with format=jaccl")
     if format == "dot":
         return PlainTextResponse(topology.to_dot(found.topology), media_type="text/vnd.graphviz")
     if format == "jaccl":
-        live = [n.id for n in found.nodes if n.status != "down"]
-        order = topology.ring_order(found.topology, live)
-        mesh = topology.jaccl_check(found.topology, order)
-        ring = topology.jaccl_check(found.topology, order, ring=True)
-        names = {n.id: n.name for n in found.nodes}
-        return {"nodes": [names[i] for i in order],
-                "jaccl": {"devices": mesh.matrix, "reason": mesh.reason},
-                "jaccl_ring": {"devices": ring.matrix, "reason": ring.reason}}
+        try:
+            names = fabric_checks.parse_names(nodes, [n.name for n in found.nodes])
+        except fabric_checks.UnknownNodes as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        return fabric_checks.report(found.nodes, found.topology, reg.config, reg.interfaces(), names)
     return topology.to_json(found.topology)

@@ -37,11 +37,12 @@ def is_slow(topology: Topology, ln: Link) -> bool:
 
 
 def _bridge_loops(topo: Topology) -> list[Problem]:
-    """A cycle of cables whose ports are all in bridge0 at both ends: the bridges forward
+    """A cycle of cables whose ports are all in an up bridge0 at both ends: the bridges forward
     broadcasts round it for ever (macOS runs no spanning tree on bridge0). Two Macs with two
-    bridged cables between them loop just the same."""
+    bridged cables between them loop just the same. A bridge that is down forwards nothing,
+    though it may still list its members (as after `mlx.distributed_config --auto-setup`)."""
     bridged = [ln for ln in topo.links if not ln.one_sided
-               and topo.nodes[ln.a].bridged(ln.a_interface) and topo.nodes[ln.b].bridged(ln.b_interface)]
+               and _forwards(topo, ln.a, ln.a_interface) and _forwards(topo, ln.b, ln.b_interface)]
     core = _two_core(bridged)
     out = []
     for loop in _groups(core, bridged):
@@ -57,6 +58,11 @@ def _bridge_loops(topo: Topology) -> list[Problem]:
             f"{', '.join(ports)}), or give each cable its own network as mlx.distributed_config does",
             "bridge_loop"))
     return out
+
+
+def _forwards(topo: Topology, node_id: str, interface: str | None) -> bool:
+    node = topo.nodes[node_id]
+    return node.bridge_up and node.bridged(interface)
 
 
 def _two_core(links: list[Link]) -> set[str]:

@@ -235,14 +235,16 @@ def registration(name: str, host: str, facts: dict, **extra) -> dict:
     return {"name": name, "host": host, "facts": facts, "node_key": node_key(name, facts), **extra}
 
 
-def register_recorded(coord, cluster: str) -> list[tuple[dict, dict]]:
-    """Register each node of a recorded cluster (tests/support/fixtures/clusters/<cluster>.json, node
-    views as GET /nodes shows them) as its agent would; [(the recorded node, the RegisterResponse)].
-    Nothing runs on them: they stand for Macs this machine cannot be."""
+def register_recorded(coord, cluster: str | list[dict]) -> list[tuple[dict, dict]]:
+    """Register each node of a recorded cluster (tests/support/fixtures/clusters/<cluster>.json, or
+    its node dicts: node views as GET /nodes shows them) as its agent would; [(the recorded node,
+    the RegisterResponse)]. Nothing runs on them: they stand for Macs this machine cannot be."""
     import json
 
+    if isinstance(cluster, str):
+        cluster = json.loads((REPO / "tests" / "support" / "fixtures" / "clusters" / f"{cluster}.json").read_text())
     out = []
-    for n in json.loads((REPO / "tests" / "support" / "fixtures" / "clusters" / f"{cluster}.json").read_text()):
+    for n in cluster:
         facts = {"machine_id": n["id"], "hostname": n["host"], "os": "macos", "os_version": n["os_version"] or "",
                  "device_type": n["device_type"] or "mac", "chip": n["chip"] or "", "memory_gb": n["memory_gb"] or 0,
                  "memory_available_gb": n["memory_available_gb"] or 0, "cpu_cores": n["cpu_cores"] or 0,

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.support.harness import REPO, wait_for, registration
+from tests.support.harness import REPO, register_recorded, wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures" / "clusters"
 
@@ -46,17 +47,12 @@ def test_check_against_a_live_cluster_prints_the_tables_and_exits_0(coordinator,
 
 
 def _register_fixture(coord, name):
-    nodes = json.loads((FIXTURES / f"{name}.json").read_text())
-    for n in nodes:
-        facts = {"machine_id": n["id"], "hostname": n["host"], "os": "macos", "os_version": n["os_version"] or "",
-                 "device_type": n["device_type"] or "mac", "chip": n["chip"] or "", "memory_gb": n["memory_gb"] or 0,
-                 "memory_available_gb": n["memory_available_gb"] or 0, "cpu_cores": n["cpu_cores"] or 0,
-                 "python_version": n["python_version"] or "", "mlx_version": n["mlx_version"],
-                 "mlx_device": n["mlx_device"], "mpi": n["mpi"], "thunderbolt": n["thunderbolt"],
-                 "interfaces": n.get("interfaces", [])}
-        r = httpx.post(coord.url + "/nodes/register", headers={"Authorization": f"Bearer {coord.join_token}"},
-                       json=registration(n["name"], n["host"], facts))
-        assert r.status_code == 200, r.text
+    return _register_nodes(coord, json.loads((FIXTURES / f"{name}.json").read_text()))
+
+
+def _register_nodes(coord, nodes):
+    """Register each node of a cluster fixture (GET /nodes's shape) as its agent would."""
+    register_recorded(coord, nodes)
     return nodes
 
 
@@ -161,3 +157,103 @@ def test_no_jaccl_matrix_without_rdma(start_coordinator, tmp_path):
     _register_fixture(coord, "chain5")
     got = httpx.get(coord.url + "/topology?format=jaccl", headers={"Authorization": f"Bearer {coord.admin_token}"}).json()
     assert got["jaccl"]["devices"] is None and "RDMA" in got["jaccl"]["reason"]
+
+
+# --------------------------------------------------------------------------- the fabric section
+
+
+def backend_config(tmp_path, backend):
+    cfg = tmp_path / f"cluster-{backend}.yaml"
+    cfg.write_text(f"backend: {backend}\ncheckpoint_on_failure: false\nauto_restart_failed_nodes: false\nnodes: []\n")
+    return cfg
+
+
+def _fixture_nodes(name):
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def _tb4_lie(nodes, name):
+    """rdma_ctl says enabled on a Thunderbolt 4 Mac: 40 Gb/s ports, ibv_devices lists nothing."""
+    for n in nodes:
+        if n["name"] == name:
+            n["thunderbolt"]["rdma_devices"] = []
+            for p in n["thunderbolt"]["ports"]:
+                connected = p["status"] == "connected"
+                p.update(rdma_device=None, speed_gbps=40.0 if connected else None,
+                         max_speed_gbps=None if connected else 40.0)
+    return nodes
+
+
+def _old_macos(nodes, name):
+    """macOS 15: no rdma_ctl, no ibv_devices."""
+    for n in nodes:
+        if n["name"] == name:
+            n["os_version"] = "macOS 15.5 (24F74)"
+            n["thunderbolt"].update(rdma_enabled=None, rdma_devices=None)
+            for p in n["thunderbolt"]["ports"]:
+                p["rdma_device"] = None
+    return nodes
+
+
+FABRICS = {
+    # name: (the cluster, cluster.yaml's backend, exit code, what jupiter check prints)
+    "mesh4-one-tb4 auto": (lambda: _fixture_nodes("mesh4-one-tb4"), "auto", 0, [
+        "runs at 40 Gb/s: RDMA needs a Thunderbolt 5 link", "fix: use a Thunderbolt 5 cable",
+        "Jupiter would pick jaccl-ring for these 4 nodes: the fastest backend these nodes support"]),
+    "mesh4-one-tb4 jaccl": (lambda: _fixture_nodes("mesh4-one-tb4"), "jaccl", 1, [
+        "runs at 40 Gb/s: RDMA needs a Thunderbolt 5 link", "fix: use a Thunderbolt 5 cable"]),
+    "ring4-tb5 jaccl-ring": (lambda: _fixture_nodes("ring4-tb5"), "jaccl-ring", 0, [
+        "RDMA ok", "can use (studio-1, studio-2, studio-3, studio-4): jaccl-ring, ring",
+        "no Thunderbolt cable joins studio-1 and studio-3",
+        "Jupiter would pick jaccl-ring for these 4 nodes: cluster.yaml's backend"]),
+    "tb4 lie jaccl": (lambda: _tb4_lie(_fixture_nodes("mesh4-tb5"), "studio-2"), "jaccl", 1, [
+        "studio-2: macOS 26.2 (25C56), rdma_ctl enabled, no Thunderbolt 5 port, no RDMA device",
+        "studio-2 shows no Thunderbolt 5 port", "rdma_ctl may say enabled, but RDMA never works over Thunderbolt 4",
+        "fix: use Macs with Thunderbolt 5 ports"]),
+    "old macos ring": (lambda: _old_macos(_fixture_nodes("mesh4-tb5"), "studio-3"), "ring", 0, [
+        "studio-3 runs macOS 15.5 (24F74): RDMA over Thunderbolt needs macOS 26.2 or later",
+        "fix: update studio-3 to macOS 26.2 or later", "Jupiter would pick ring for these 4 nodes: cluster.yaml's"]),
+}
+
+
+@pytest.mark.parametrize("case", list(FABRICS))
+def test_check_prints_the_fabric_with_each_blocker_and_its_fix(start_coordinator, tmp_path, case):
+    make, backend, code, words = FABRICS[case]
+    cfg = backend_config(tmp_path, backend)
+    coord = start_coordinator(config=cfg, down_after=600)
+    _register_nodes(coord, make())
+    out = jupiter_check(coord.url, coord.admin_token, cfg)
+    assert out.returncode == code, out.stdout[-3000:]
+    assert "fabric (backend in cluster.yaml: " + backend + ")" in out.stdout
+    flat = " ".join(out.stdout.split())  # rich wraps long lines at the terminal's width
+    for w in words:
+        assert w in flat, (w, out.stdout[-3000:])
+    report = json.loads(jupiter_check(coord.url, coord.admin_token, cfg, "--json").stdout)
+    assert report["exit_code"] == code and report["fabric"]["backends"][0]["pick"]
+    blocking = {p["kind"] for p in report["problems"] if p["blocking"]}
+    if backend in ("jaccl", "jaccl-ring"):
+        assert bool(blocking & {"jaccl_rdma", "jaccl_link", "jaccl_bridge"}) == (code == 1), report["problems"]
+    else:
+        assert not {p["kind"] for p in report["problems"]} & {"jaccl_rdma", "jaccl_link", "jaccl_bridge"}
+
+
+def test_topology_jaccl_for_given_nodes_follows_their_order(start_coordinator, tmp_path):
+    coord = start_coordinator(config=backend_config(tmp_path, "auto"), down_after=600)
+    _register_fixture(coord, "mesh4-tb5")
+    h = {"Authorization": f"Bearer {coord.admin_token}"}
+    whole = httpx.get(coord.url + "/topology", params={"format": "jaccl"}, headers=h).json()
+    assert whole["backends"][0]["pick"] == "jaccl" and whole["backends"][0]["usable"]["jaccl"] is None
+    assert {n["name"] for n in whole["fabric"]["nodes"]} == {"studio-1", "studio-2", "studio-3", "studio-4"}
+    order = ["studio-4", "studio-2", "studio-1"]
+    got = httpx.get(coord.url + "/topology", params={"format": "jaccl", "nodes": ",".join(order)}, headers=h).json()
+    assert got["nodes"] == order and got["backends"][0]["nodes"] == order
+    at = {name: k for k, name in enumerate(whole["nodes"])}
+    full = whole["jaccl"]["devices"]
+    assert got["jaccl"]["devices"] == [[full[at[a]][at[b]] for b in order] for a in order]
+    assert got["jaccl"]["reason"] is None and got["backends"][0]["pick"] == "jaccl"
+    for bad, words in (("studio-1,studio-9", "studio-9"), ("studio-1,studio-1", "more than once"),
+                       (",".join(f"n{i}" for i in range(300)), "256")):
+        r = httpx.get(coord.url + "/topology", params={"format": "jaccl", "nodes": bad}, headers=h)
+        assert r.status_code == 422 and "nodes" in r.text and words in r.text, r.text
+    r = httpx.get(coord.url + "/topology", params={"nodes": "studio-1"}, headers=h)
+    assert r.status_code == 422 and "nodes" in r.text
