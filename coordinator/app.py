@@ -130,11 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
         if lp is not None and not lp.is_closed():
             lp.call_soon_threadsafe(wake.set)
 
-    def on_job_change(job_id: str) -> None:
-        job_events.notify(job_id)
-        wake_scheduler()  # a job that ended may have freed nodes for a pending one
-
-    jobs.on_change = on_job_change
+    jobs.on_change = job_events.notify
+    jobs.on_nodes_freed = wake_scheduler  # a job that ended may have freed nodes for a pending one
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -144,7 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
         job_events.bind(loop)
         await asyncio.to_thread(jobs.recover_logs)  # before anyone resends: no line logged twice
         await asyncio.to_thread(mpi.resume)  # re-attach to mpirun launches from before a restart
-        tasks = [asyncio.create_task(_liveness_loop(registry, jobs, settings.liveness_check_s)),
+        tasks = [asyncio.create_task(_liveness_loop(registry, jobs, liveness_every(settings))),
                  asyncio.create_task(_scheduler_loop(jobs, wake))]
         try:
             yield
@@ -221,6 +218,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(lambda inner: metrics.middleware(inner))
     return app
+
+
+def liveness_every(settings: Settings) -> float:
+    """How often silent nodes are looked for: liveness_check_s, or a tenth of down_after_s when
+    that is longer (at most 5 s). A node is then marked down within 10 % of down_after_s of its
+    grace running out, and a coordinator with a long grace does not query its nodes every second
+    on the cores the leader's ranks train on."""
+    return max(settings.liveness_check_s, min(5.0, settings.down_after_s / 10))
 
 
 async def _liveness_loop(registry: Registry, jobs: Jobs, every_s: float) -> None:

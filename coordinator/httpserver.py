@@ -33,6 +33,7 @@ lowers the cap to what the descriptors allow where it does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from asyncio import sslproto
@@ -389,9 +390,27 @@ def run(app: Any, *, host: str, port: int, ssl_certfile: str | None = None, ssl_
                             timeout_keep_alive=timeout_keep_alive, log_level=log_level, **uvicorn_kwargs)
 
     class Server(uvicorn.Server):
+        _stop: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
+            if self._stop is not None:
+                loop, stop = self._stop
+                loop.call_soon_threadsafe(stop.set)
             if on_exit is not None:
                 on_exit()
+
+        async def main_loop(self) -> None:
+            """uvicorn's, woken by the stop itself instead of every 0.1 s to look for it: ten
+            wake-ups a second were a third of an idle coordinator's CPU, taken from the ranks
+            on the leader. on_tick still runs each second (the Date header), as uvicorn's does."""
+            stop = asyncio.Event()
+            self._stop = (asyncio.get_running_loop(), stop)
+            counter = 0
+            while not await self.on_tick(counter):
+                counter = (counter + 10) % 864000  # on_tick's "once a second" is every 10th count
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
 
     Server(config).run()

@@ -72,6 +72,7 @@ class Jobs:
         self.launchers: dict[str, Launcher] = {}  # backend -> the launcher that runs its ranks
         self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a node's long-poll
         self.on_change: Callable[[str], None] = lambda job_id: None         # wakes event streams
+        self.on_nodes_freed: Callable[[], None] = lambda: None              # wakes the scheduler
         self.has_file: Callable[[str], bool] = lambda sha256: True          # the file store's (app.py)
         self._busy: tuple[int, frozenset[str]] = (-1, frozenset())          # (store generation, nodes)
         self.trackers: dict[str, ProgressTracker] = {}  # job -> its progress, while it runs (ingest.py)
@@ -108,7 +109,7 @@ class Jobs:
                          max_restarts=max_restarts_for(spec, config), plan={"why": why})
             s.add(row)
         self.logs.note(row.id, f"submitted: {row.world_size} rank(s), backend {backend}: {why}")
-        self.on_change(row.id)  # wakes the scheduler too
+        self.on_change(row.id)  # the API wakes the scheduler (api/jobs.py)
         return row, True
 
     def cancel(self, job_id: str) -> JobRow:
@@ -171,10 +172,13 @@ class Jobs:
             decision = t.decide(job_facts(row, self.booted_at), rank_facts(ranks), event)
             for effect in decision.effects:
                 self._apply(row, effect)
-        # A tick that changed nothing is not news: on_change wakes the scheduler, which ticks
-        # again, so telling of it would keep the coordinator busy for as long as a job runs.
-        if decision.effects or not isinstance(event, t.Tick):
+        if decision.effects or not isinstance(event, t.Tick):  # a tick that changed nothing is not news
             self.on_change(job_id)
+        # Only an attempt that ended (its nodes free, or the job pending again) can let the
+        # scheduler place anything: waking it for every progress report made it read every
+        # running job again, about once a second, on the cores the ranks train on.
+        if any(isinstance(e, t.Finish | t.Restart) for e in decision.effects):
+            self.on_nodes_freed()
         return decision
 
     # ---------------------------------------------------------------- effects
