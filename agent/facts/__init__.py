@@ -50,6 +50,10 @@ def collect(system: System | None = None, *, python: str = sys.executable,
     mlx = _guarded(problems, "the MLX check", lambda: probe_mlx(system, python, mlx_timeout), runtime.MLXProbe())
     mpi = _guarded(problems, "the MPI check", lambda: probe_mpi(system, python), runtime.MPIProbe())
     problems += mlx.problems + mpi.problems + _accelerator_problems(found.device_type, mlx, python)
+    if kind == "macos" and found.device_type == "cpu" and mlx.mlx_version is None:
+        # The MLX problem's fix (pip install mlx) cannot work here: MLX has no Intel Mac build.
+        problems.append("this is an Intel Mac: MLX is built only for Apple silicon (and Linux), so this node "
+                        "cannot run MLX ranks (fix: none on this Mac; leave it out of training jobs or remove it)")
 
     return NodeFacts(
         machine_id=machine_id,

@@ -141,6 +141,7 @@ def test_intel_mac_mini_chip_comes_from_sysctl():
     assert (tb.rdma_enabled, tb.rdma_devices) == (None, None)
     assert facts.mlx_version is None
     assert any("No module named 'mlx'" in p for p in facts.problems)
+    assert any("Intel Mac: MLX is built only for Apple silicon" in p for p in facts.problems)
     assert not any("Rosetta" in p for p in facts.problems)
     assert rdma_problems(facts.problems) == []
 
