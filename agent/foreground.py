@@ -75,30 +75,38 @@ def _read_fd(fd: int) -> str | None:
         return f.read(4097).decode(errors="replace").strip() or None
 
 
-# The options of `python -m agent` that take a value, as argv_for writes them, and how each is read.
-_VALUED = {"--coordinator": str, "--name": str, "--host": str, "--state-dir": Path, "--python": str,
-           "--work-dir": Path, "--join-token-fd": int}
-_REQUIRED = ("coordinator", "name", "host", "state_dir")
+# The options of `python -m agent` that take a value: (option, type, required, default). One table
+# for both readers below, so they cannot drift apart.
+_VALUED = (("--coordinator", str, True, None), ("--name", str, True, None), ("--host", str, True, None),
+           ("--state-dir", Path, True, None), ("--python", str, False, sys.executable),
+           ("--work-dir", Path, False, None), ("--join-token-fd", int, False, None))
+
+
+def _dest(option: str) -> str:
+    return option[2:].replace("-", "_")
 
 
 def _parse_written(argv: list[str]) -> SimpleNamespace | None:
     """The options as argv_for writes them (`--verbose`, `--option value`), read without argparse,
     which with what it imports (gettext, shutil, bz2, lzma) would keep 0.7 MB for the life of the
     agent; None for anything else (`--help`, `--name=x`, a mistake), which argparse then reads."""
-    args = SimpleNamespace(python=sys.executable, work_dir=None, verbose=False, join_token_fd=None)
+    args = SimpleNamespace(verbose=False, **{_dest(o): default for o, _, _, default in _VALUED})
+    read_as = {o: kind for o, kind, _, _ in _VALUED}
+    seen = set()
     rest = iter(argv)
     for option in rest:
         if option == "--verbose":
             args.verbose = True
             continue
-        read, value = _VALUED.get(option), next(rest, None)
+        read, value = read_as.get(option), next(rest, None)
         if read is None or value is None or value.startswith("-"):
             return None
         try:
-            setattr(args, option[2:].replace("-", "_"), read(value))
+            setattr(args, _dest(option), read(value))
         except ValueError:
             return None
-    return args if all(hasattr(args, name) for name in _REQUIRED) else None
+        seen.add(option)
+    return args if all(o in seen for o, _, required, _ in _VALUED if required) else None
 
 
 def _parse(argv: list[str] | None) -> SimpleNamespace:
@@ -109,14 +117,11 @@ def _parse(argv: list[str] | None) -> SimpleNamespace:
 
     ap = argparse.ArgumentParser(prog="python -m agent", description="Run one agent in the foreground "
                                  "(what `jupiter agent` runs once it has checked its options).")
-    ap.add_argument("--coordinator", required=True)
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--host", required=True)
-    ap.add_argument("--state-dir", type=Path, required=True)
-    ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--work-dir", type=Path)
+    for option, kind, required, default in _VALUED:
+        ap.add_argument(option, type=kind, required=required, default=default,
+                        help="A file descriptor to read the join token from, once." if option == "--join-token-fd"
+                        else None)
     ap.add_argument("--verbose", "-v", action="store_true")
-    ap.add_argument("--join-token-fd", type=int, help="A file descriptor to read the join token from, once.")
     return SimpleNamespace(**vars(ap.parse_args(argv)))
 
 
