@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,11 @@ from shared import __version__
 from shared.cluster_config import load_cluster_config
 
 log = logging.getLogger("jupiter.coordinator")
+# The scheduler loop's clock: it ticks at the jobs' deadlines, but at least this often (a safety
+# net: a wall clock set back, a deadline no event announced) and, after a timeout fired, no
+# sooner than TICK_EARLIEST_S (its effects are written by then).
+TICK_AT_LEAST_S = 10.0
+TICK_EARLIEST_S = 0.05
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full facts report is a few KiB
 
@@ -131,7 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
             lp.call_soon_threadsafe(wake.set)
 
     jobs.on_change = job_events.notify
-    jobs.on_nodes_freed = wake_scheduler  # a job that ended may have freed nodes for a pending one
+    jobs.wake_scheduler = wake_scheduler  # a job that ended may have freed nodes, one that runs has deadlines
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -242,19 +248,25 @@ async def _liveness_loop(registry: Registry, jobs: Jobs, every_s: float) -> None
 
 async def _scheduler_loop(jobs: Jobs, wake: asyncio.Event) -> None:
     """Place pending jobs the moment something changes (a submit, a job ending, a node joining),
-    and at least once a second for the timeouts."""
+    and tick the jobs' clocks when their next deadline comes (Jobs.tick says when): every second
+    only while a job waits to be placed, and never less than every TICK_AT_LEAST_S."""
+    delay: float | None = 0.0
     while True:
         # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the wake-up comes,
         # and the loop then outlived the lifespan that cancelled it (the coordinator never exited).
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(delay):
                 await wake.wait()
         wake.clear()
         try:
             await asyncio.to_thread(jobs.schedule)
-            await asyncio.to_thread(jobs.tick)
+            due = await asyncio.to_thread(jobs.tick)
         except Exception:
             log.exception("scheduling failed")
+            due = None
+        now = time.time()
+        # a little past the deadline: the rules fire strictly after it
+        delay = TICK_AT_LEAST_S if due is None else min(TICK_AT_LEAST_S, max(TICK_EARLIEST_S, due - now + 0.01))
 
 
 class RefusedToStart(RuntimeError):

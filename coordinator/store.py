@@ -7,6 +7,7 @@ tables and every statement about them stay in the one module that speaks SQL.)
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,21 @@ class RankRow(SQLModel, table=True):
     lines_stored: int = 0            # output lines received so far (dedup of resends)
     started_at: float | None = None
     ended_at: float | None = None
+
+
+@functools.cache
+def _beat_update():
+    """The heartbeat batch's UPDATE, built once: building it anew for every flush (every few
+    seconds, on the cores the ranks train on) cost more than running it. It never moves a node's
+    time backwards: a registration or a slow-path heartbeat may have written a newer one since
+    the beat was noted."""
+    t = NodeRow.__table__
+    return (t.update()
+            .where(and_(t.c.id == bindparam("nid"),
+                        or_(t.c.last_heartbeat.is_(None), t.c.last_heartbeat < bindparam("at"))))
+            .values(last_heartbeat=bindparam("at"),
+                    memory_available_gb=func.coalesce(bindparam("mem"), t.c.memory_available_gb),
+                    agent_instance=func.coalesce(bindparam("inst"), t.c.agent_instance)))
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -351,14 +367,7 @@ class Store:
                 return 0
             try:
                 t = NodeRow.__table__
-                # Never move a node's time backwards: a registration or a slow-path heartbeat
-                # may have written a newer one since this beat was noted.
-                stmt = (t.update()
-                        .where(and_(t.c.id == bindparam("nid"),
-                                    or_(t.c.last_heartbeat.is_(None), t.c.last_heartbeat < bindparam("at"))))
-                        .values(last_heartbeat=bindparam("at"),
-                                memory_available_gb=func.coalesce(bindparam("mem"), t.c.memory_available_gb),
-                                agent_instance=func.coalesce(bindparam("inst"), t.c.agent_instance)))
+                stmt = _beat_update()
                 back = [{"node_id": k, "at": b.at, "kind": "back", "message": "heartbeats resumed"}
                         for k, b in batch.items() if b.came_back]
                 with self.engine.begin() as conn:

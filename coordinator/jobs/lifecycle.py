@@ -72,7 +72,7 @@ class Jobs:
         self.launchers: dict[str, Launcher] = {}  # backend -> the launcher that runs its ranks
         self.on_node_orders: Callable[[str], None] = lambda node_id: None  # wakes a node's long-poll
         self.on_change: Callable[[str], None] = lambda job_id: None         # wakes event streams
-        self.on_nodes_freed: Callable[[], None] = lambda: None              # wakes the scheduler
+        self.wake_scheduler: Callable[[], None] = lambda: None              # places and ticks anew
         self.has_file: Callable[[str], bool] = lambda sha256: True          # the file store's (app.py)
         self._busy: tuple[int, frozenset[str]] = (-1, frozenset())          # (store generation, nodes)
         self.trackers: dict[str, ProgressTracker] = {}  # job -> its progress, while it runs (ingest.py)
@@ -153,13 +153,24 @@ class Jobs:
             for job_id, rank in hit.items():
                 self.handle(job_id, t.NodeDown(rank.rank, rank.node_name, grace_s))
 
-    def tick(self) -> None:
-        """Timeouts: pending too long, ranks not started in time, running past timeout_s."""
+    def tick(self) -> float | None:
+        """Timeouts (pending too long, ranks not started in time, past timeout_s, stalled) for
+        the jobs whose deadline has come. Returns when to call again at the latest: at once after
+        a timeout (its effects may set a new deadline), in a second while a job waits to be placed
+        (the caller places pending jobs then too), else at the next deadline (None: there is none).
+        Reading one job and its ranks per job every second cost the ranks' cores more than
+        anything else the coordinator does while they train."""
         now = time.time()
         with self.store.read() as s:
-            ids = [j.id for j in repo.unfinished(s)]
-        for job_id in ids:
-            self.handle(job_id, t.Tick(now))
+            facts = [(row.id, job_facts(row, self.booted_at)) for row in repo.unfinished(s)]
+        handled, due = False, [now + 1.0] if any(j.status == JobStatus.PENDING for _, j in facts) else []
+        for job_id, job in facts:
+            at = t.due_at(job)
+            if at is not None and at <= now:
+                handled = self.handle(job_id, t.Tick(now)) is not None or handled
+            elif at is not None:
+                due.append(at)
+        return now if handled else min(due, default=None)
 
     def handle(self, job_id: str, event: t.Event) -> t.Decision | None:
         """Decide what `event` does to the job as stored now, and carry it out."""
@@ -175,10 +186,11 @@ class Jobs:
         if decision.effects or not isinstance(event, t.Tick):  # a tick that changed nothing is not news
             self.on_change(job_id)
         # Only an attempt that ended (its nodes free, or the job pending again) can let the
-        # scheduler place anything: waking it for every progress report made it read every
-        # running job again, about once a second, on the cores the ranks train on.
-        if any(isinstance(e, t.Finish | t.Restart) for e in decision.effects):
-            self.on_nodes_freed()
+        # scheduler place anything, and only a job that started running gets closer deadlines
+        # (timeout_s, the stall limit; transitions.due_at): waking it for every progress report
+        # made it read every running job again, about once a second, on the ranks' cores.
+        if any(isinstance(e, t.Finish | t.Restart | t.MarkRunning) for e in decision.effects):
+            self.wake_scheduler()
         return decision
 
     # ---------------------------------------------------------------- effects

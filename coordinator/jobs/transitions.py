@@ -227,6 +227,30 @@ def _stall_check(job: Job, ranks: list[Rank], now: float) -> Decision:
     return conclude(job, JobStatus.FAILED, error=error, stalled=True)
 
 
+def due_at(job: Job) -> float | None:
+    """The earliest time at which a Tick could change `job` (None: no Tick ever will), so that
+    the caller ticks each job at its deadline rather than every job every second.
+
+    Reports never bring a deadline closer except by making the job `running` (the caller is told
+    through the MarkRunning effect): output and progress only move `silent_since` on, and a
+    progress report that shortens the adaptive stall limit also restarts it from now, so the stall
+    comes no sooner than watchdog.MIN_LIMIT_S after that report."""
+    if job.status == JobStatus.PENDING:
+        return job.created_at + job.pending_timeout_s if job.pending_timeout_s else None
+    if job.status == JobStatus.STARTING:
+        return job.placed_at + job.start_timeout_s if job.placed_at else None
+    if job.status != JobStatus.RUNNING:
+        return None
+    w = job.watch
+    if w.get("dump_at") is not None:
+        stall = w["dump_at"] + watchdog.DUMP_WAIT_S
+    else:
+        stall = watchdog.silent_since(w, job.started_at, job.booted_at) + watchdog.limit_s(job.stall_timeout_s, w)
+    if job.timeout_s and job.started_at:
+        return min(stall, job.started_at + job.timeout_s)
+    return stall
+
+
 def decide(job: Job, ranks: list[Rank], event: Event) -> Decision:
     """The one entry point: what `event` does to `job`, whose current attempt has `ranks`."""
     match event:

@@ -102,3 +102,38 @@ def test_where_a_rank_was_prefers_the_main_thread_and_reads_nothing_else():
     assert w.stack_top(only_current) == "train_step (steps.py:61)"
     assert w.stack_top(["Traceback (most recent call last):", '  File "x.py", line 1, in <module>']) is None
     assert w.stack_top([]) is None
+
+
+def _cases() -> list[t.Job]:
+    """A job of each kind the ticks have to watch."""
+    progress = w.saw_progress(w.saw_progress({}, T0 + 10, 0), T0 + 20, 0)
+    return [
+        t.Job(status="pending", created_at=T0, pending_timeout_s=30),
+        t.Job(status="starting", created_at=T0, placed_at=T0 + 1, start_timeout_s=60),
+        running(),                                                     # adaptive: 10 minutes
+        running(stall_timeout_s=45, watch=w.saw_output({}, T0 + 7, 1, ["x"])),
+        running(timeout_s=20),                                         # timeout_s before the stall
+        running(watch=progress),                                       # adaptive after progress
+        running(stall_timeout_s=45, watch={"dump_at": T0 + 50, "silent_s": 46.0, "limit_s": 45.0}),
+    ]
+
+
+def test_a_job_is_due_exactly_when_a_tick_would_change_it():
+    for job in _cases():
+        at = t.due_at(job)
+        assert at is not None, job
+        assert tick(job, at - 0.01).effects == (), job       # the scheduler may sleep until then...
+        assert tick(job, at + 0.01).effects != (), job       # ...and must not sleep past it
+    assert t.due_at(t.Job(status="pending", created_at=T0)) is None   # waits for nodes for ever
+    for status in ("succeeded", "failed", "cancelled"):
+        assert t.due_at(t.Job(status=status, started_at=T0, timeout_s=1)) is None
+
+
+def test_reports_never_bring_a_running_jobs_deadline_closer_than_the_minimum_limit():
+    """Why the scheduler needs no wake-up for progress reports (transitions.due_at)."""
+    for job in _cases()[2:6]:
+        before = t.due_at(job)
+        for now in (T0 + 30, T0 + 200, T0 + 900):
+            for watch in (w.saw_output(job.watch, now, 0, ["step"]), w.saw_progress(job.watch, now, 0)):
+                after = t.due_at(t.Job(**{**job.__dict__, "watch": watch}))
+                assert after >= min(before, now + w.MIN_LIMIT_S), (job, now, watch)
