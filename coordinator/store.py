@@ -324,6 +324,14 @@ class Store:
             self._overlaid = fresh
         return records
 
+    def has_node(self, node_id: str) -> bool:
+        """Whether the node is registered: one indexed lookup, not its row (whose facts are JSON
+        to decode), for the checks agents' reports and long-polls pass through several times a
+        second while ranks train."""
+        t = NodeRow.__table__
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.c.id).where(t.c.id == node_id)).first() is not None
+
     def get_node(self, node_id: str) -> NodeRow | None:
         with self.read() as s:
             row = s.get(NodeRow, node_id)

@@ -90,7 +90,7 @@ async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request
     """Long-poll for work, the one way orders come down: answers at once when there are ranks to
     start or jobs to stop, otherwise as soon as there are, or after `wait_s`. This is how a job
     starts within moments of its nodes being free rather than a heartbeat later."""
-    if reg.store.get_node(node_id) is None:
+    if not reg.store.has_node(node_id):
         raise _missing(node_id)
     jobs = request.app.state.jobs
     wake = request.app.state.node_orders.subscribe(node_id)
@@ -117,7 +117,7 @@ async def orders(node_id: NodeId, body: OrdersRequest, reg: RegistryDep, request
              responses={404: {"model": ErrorOut}})
 def report(node_id: NodeId, body: RankReport, reg: RegistryDep, request: Request) -> RankReportAck:
     """The one way rank states and output (numbered lines) go up from the agent that runs them."""
-    if reg.store.get_node(node_id) is None:
+    if not reg.store.has_node(node_id):
         raise _missing(node_id)
     acked = request.app.state.jobs.report(node_id, body, complete=body.complete)
     return RankReportAck(acked=acked)
