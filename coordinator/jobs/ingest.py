@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from coordinator.jobs import repository as repo
+from coordinator.jobs import rendezvous, repository as repo
 from coordinator.jobs import transitions as t
 from coordinator.jobs import watchdog
 from shared.progress_tracker import ProgressTracker
@@ -44,7 +44,9 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
     `launcher.job_id`, which speaks for every node of that job. With `complete`, the report's
     ranks are all the agent has: a rank it ran before and no longer knows is lost."""
     acked: dict[str, int] = {}
-    changed: set[str] = set()
+    changed: set[str] = set()  # jobs whose ranks moved on: through the rules
+    spoke: set[str] = set()    # jobs with new output only: the rules look at rank states, not lines
+    wake: set[str] = set()  # nodes whose ranks held back for rank 0 may start now
     complete = complete or report.complete
     if not (report.output or report.ranks or complete or launcher):
         return acked
@@ -96,7 +98,7 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                     _saw_life(s, out.job_id, out.rank, fresh, progressed, now)
                     rank.lines_stored += len(fresh)
                     s.add(rank)
-                    changed.add(out.job_id)
+                    spoke.add(out.job_id)
                 acked[f"{out.job_id}/{out.attempt}/{out.rank}"] = rank.lines_stored
             for job_id in logged:  # committed with the line counts, or not at all
                 job = repo.job(s, job_id)
@@ -108,7 +110,8 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                     changed.add(st.job_id)
                 if rank is None or not t.rank_moves(rank.state, st.state):
                     continue
-                rank.state, rank.pid = st.state, st.pid
+                before, rank.state, rank.pid = rank.state, st.state, st.pid
+                wake |= _held_back_for(s, rank, before)
                 if st.state in (RankStatus.STARTING, RankStatus.RUNNING) and rank.started_at is None:
                     rank.started_at = now
                 if st.state == RankStatus.EXITED:
@@ -127,7 +130,24 @@ def ingest(jobs: Jobs, node_id: str | None, report: RankReport, *, complete: boo
                         changed.add(rank.job_id)
         for job_id in changed:
             jobs.handle(job_id, t.RanksChanged())
+        # After the rules: a rank 0 that failed has failed its job by now, and no one starts for it.
+        for woken in wake:
+            jobs.on_node_orders(woken)
+    for job_id in spoke - changed:  # news for those who watch the job: its log and progress moved
+        jobs.on_change(job_id)
     return acked
+
+
+def _held_back_for(s, rank, before: str) -> set[str]:
+    """The nodes of `rank`'s attempt when its move from `before` lets the ranks held back for it
+    start (rank 0 of a jaccl, jaccl-ring or nccl job started: rendezvous.py), else none."""
+    if rank.rank != 0:  # most reports: nothing to read
+        return set()
+    job = repo.job(s, rank.job_id)
+    if job is None or job.attempt != rank.attempt or \
+            not rendezvous.releases_others(job.backend, rank.rank, before, rank.state):
+        return set()
+    return {r.node_id for r in repo.ranks(s, rank.job_id, rank.attempt)}
 
 
 def _saw_life(s, job_id: str, rank: int, lines: list[str], progressed: bool, now: float) -> None:

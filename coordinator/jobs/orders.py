@@ -1,14 +1,15 @@
 """What an agent must start and stop, from the ranks stored for its node and the ranks it says it has.
 
 Orders are a function of the store and the agent's list, so they are recomputed whenever asked
-(the agent's long-poll wakes when the store changes for its node) and never cached.
+(the agent's long-poll wakes when the store changes for its node) and never cached. jaccl,
+jaccl-ring and nccl ranks other than 0 are ordered only once rank 0 has started (rendezvous.py).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from coordinator.jobs import repository as repo
+from coordinator.jobs import rendezvous, repository as repo
 from coordinator.jobs.placement import ring_of
 from coordinator.jobs.spec import stop_grace_of
 from coordinator.store import JobRow, RankRow
@@ -40,7 +41,10 @@ def orders_for(jobs: Jobs, node_id: str, reported: list[RankState]
                 wanted.setdefault(job.id, []).append(rank)
         for job_id, mine in wanted.items():
             job = jobs_here[job_id]
-            start += assignments(job, mine, repo.ranks(s, job_id, job.attempt))
+            everyone = repo.ranks(s, job_id, job.attempt)
+            ready = rendezvous.may_start(job.backend, mine, everyone)  # the rest wait for rank 0
+            if ready:
+                start += assignments(job, ready, everyone)
         for job_id, attempt in sorted(running):
             job = jobs_here.get(job_id) or repo.job(s, job_id)
             if job is None or job.status in TERMINAL or attempt != job.attempt:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shared.apierror import ApiError
-from tests.support.harness import REPO, register_recorded, two_agents
+from tests.support.harness import REPO, register_recorded, two_agents, wait_for
 from tests.system.test_jobs import wait_job
 
 def _register(coord, name: str) -> dict[str, dict]:
@@ -62,6 +62,8 @@ def test_a_jaccl_job_on_a_tb5_mesh_gets_the_device_matrix_and_rank_0_as_rendezvo
     nodes = _register(coord, "mesh4-tb5")
     with coord.client() as c:
         job = c.submit({"command": ["python", "-c", "pass"], "nodes": 4})  # no backend: chosen
+        # placed by the scheduler loop a moment after the submit returns
+        wait_for(lambda: c.job(job.id).status != "pending", timeout=10, what="the job placed")
         got = c.job(job.id)
     assert got.backend == "jaccl" and got.backend_reason == "the fastest backend these nodes support"
     assert got.status == "starting" and sorted(got.nodes) == sorted(nodes)
@@ -79,6 +81,10 @@ def test_a_jaccl_job_on_a_tb5_mesh_gets_the_device_matrix_and_rank_0_as_rendezvo
         assert r.status_code == 200, r.text
         (order,) = r.json()["start"]
         assert order["backend"] == "jaccl" and order["hostfile"] is None
+        if name == got.nodes[0]:  # the other ranks are ordered once rank 0 runs (its agent says so)
+            said = httpx.post(f"{coord.url}/nodes/{n['id']}/report", headers={"Authorization": f"Bearer {n['token']}"},
+                              json={"ranks": [{"job_id": job.id, "rank": order["rank"], "state": "running"}]})
+            assert said.status_code == 200 and order["rank"] == 0, said.text
         host, port = order["mlx_env"]["MLX_JACCL_COORDINATOR"].rsplit(":", 1)
         assert host == rank0["host"] and 20000 <= int(port) < 32000
         assert json.loads(order["mlx_files"]["MLX_IBV_DEVICES"]) == matrix
