@@ -62,7 +62,8 @@ class Agent:
         self._link = "starting"  # for one log line per state change
         self.instance = secrets.token_hex(8)  # tells the coordinator when this agent restarted
         self.runner = RankRunner(cfg.work_dir or default_work_dir(cfg.state_dir), cfg.python, cfg.name,
-                                 prepare=self._prepare_rank, collect=self._collect_rank, on_busy=self._on_busy)
+                                 prepare=self._prepare_rank, collect=self._collect_rank, on_busy=self._on_busy,
+                                 system=cfg.system)
         self._local = threading.local()
         self._ssl = None  # how the coordinator is verified, settled at first contact
         self._reported = False  # whether a report (the first is `complete`) has gone through

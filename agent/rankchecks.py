@@ -1,15 +1,19 @@
 """Why a rank cannot start on this node, checked as its order arrives (so the job fails at once
 with the reason, not after MLX's own timeouts): a port someone else holds or an address that is
-not here, and an nccl rank's GPU outside those the agent was given."""
+not here, an nccl rank's GPU outside those the agent was given, and a jaccl rank's RDMA device
+that this Mac no longer has."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 from collections.abc import Mapping
 
-from shared.backends import AGENT_STARTED
+from agent.facts.rdma import read_ibv_devices
+from agent.system import System
+from shared.backends import AGENT_STARTED, RDMA
 from shared.schemas.ranks import RankAssignment
 
 
@@ -71,3 +75,45 @@ def gpu_problem(a: RankAssignment, environ: Mapping[str, str] | None = None) -> 
         return None
     return (f"cannot start: it needs GPU {assigned} of the agent's CUDA_VISIBLE_DEVICES={mine!r}, "
             f"which does not list that many (fewer GPUs given to Jupiter than ranks on this node)")
+
+
+def named_devices(a: RankAssignment) -> list[str]:
+    """The RDMA devices a jaccl or jaccl-ring rank opens: the names in its row of MLX_IBV_DEVICES
+    (row i is rank i's Mac, one rank per Mac; null on the diagonal and where there is no cable)."""
+    text = a.mlx_files.get("MLX_IBV_DEVICES") if a.backend in RDMA else None
+    try:
+        matrix = json.loads(text) if text else None
+    except ValueError:  # not JSON: MLX will say so itself
+        return []
+    row = matrix[a.rank] if isinstance(matrix, list) and a.rank < len(matrix) else None
+    return list(dict.fromkeys(d for d in row if isinstance(d, str))) if isinstance(row, list) else []
+
+
+def devices_now(system: System) -> list[str] | None:
+    """The RDMA devices this Mac lists now, read as fact collection reads them (`ibv_devices`);
+    None when that cannot be told: not macOS, no ibv_devices (before macOS 26.2), or it failed."""
+    if system.platform() != "Darwin":
+        return None
+    return read_ibv_devices(system, [])
+
+
+def device_problem(a: RankAssignment, devices_now: list[str] | None) -> str | None:
+    """Why a jaccl or jaccl-ring rank cannot open its RDMA devices here, or None. The coordinator
+    named them from this Mac's facts at placement, and macOS renames them at every reboot: a Mac
+    rebooted since would hand MLX a name it no longer has, and MLX fails obscurely. `devices_now`
+    None (cannot tell) passes: MLX reports what it finds."""
+    if devices_now is None:
+        return None
+    gone = [d for d in named_devices(a) if d not in devices_now]
+    if not gone:
+        return None
+    what = f"RDMA device {gone[0]} is" if len(gone) == 1 else f"RDMA devices {', '.join(gone)} are"
+    has = f"it has {', '.join(devices_now)}" if devices_now else "ibv_devices lists none: is RDMA still enabled?"
+    return (f"cannot start: {what} not on this Mac now ({has}): device names change at every reboot; "
+            f"the job must be placed again (resubmit it, or let it restart)")
+
+
+def rdma_problem(a: RankAssignment, system: System) -> str | None:
+    """device_problem over what this Mac lists now; ibv_devices runs only for a rank that names
+    devices (a jaccl or jaccl-ring rank), once per rank as its order arrives."""
+    return device_problem(a, devices_now(system)) if named_devices(a) else None

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import stacks
-from agent.rankchecks import gpu_problem, port_problem, visible_gpu
+from agent.rankchecks import gpu_problem, port_problem, rdma_problem, visible_gpu
+from agent.system import LocalSystem, System
 from shared.backends import AGENT_STARTED, BACKEND_VARS, FILE_VARS
 from shared.paths import jupiter_home
 from shared.procgroup import terminate_group
@@ -91,8 +92,11 @@ OnBusy = Callable[[bool], None]
 
 class RankRunner:
     def __init__(self, work_dir: Path, python: str, node_name: str, *,
-                 prepare: Prepare | None = None, collect: Collect | None = None, on_busy: OnBusy | None = None):
+                 prepare: Prepare | None = None, collect: Collect | None = None, on_busy: OnBusy | None = None,
+                 system: System | None = None):
         self.work_dir = Path(work_dir)  # ranks run below it; never the agent's state dir
+        # What this node lists now, through the agent's one OS seam (a jaccl rank's RDMA devices).
+        self.system = system if system is not None else LocalSystem()
         self.python = python
         self.node_name = node_name
         self.prepare = prepare
@@ -113,8 +117,9 @@ class RankRunner:
             r = self._ranks[key] = Rank(a.job_id, a.rank, a.attempt, stop_grace_s=a.stop_grace_s)
         self._busy_changed()
         ok = safe_part(a.job_id)
-        problem = (port_problem(a) or gpu_problem(a)) if ok else f"cannot start: bad job id {a.job_id!r}"
-        if problem:  # at once: the port is checked as the order arrives
+        problem = ((port_problem(a) or gpu_problem(a) or rdma_problem(a, self.system)) if ok
+                   else f"cannot start: bad job id {a.job_id!r}")
+        if problem:  # at once: the port, GPU and RDMA devices are checked as the order arrives
             self._exited(r, 98, problem)
             return
         threading.Thread(target=self._run, args=(r, a), name=f"rank-{a.job_id}-{a.rank}", daemon=True).start()

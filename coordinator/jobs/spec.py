@@ -79,9 +79,24 @@ def check(spec: JobSpec, backend: str, known_nodes: set[str]) -> None:
     if backend in RDMA and spec.processes_per_node > 1:
         raise SpecRejected(f"processes_per_node: {backend} runs one rank per Mac: JACCL has one RDMA device "
                            "per peer node, which two ranks on one Mac cannot share")
+    if backend == "nccl":
+        _no_own_gpus(spec)
     if spec.workdir is not None and backend == "mpi":
         raise SpecRejected("workdir: the mpi backend starts ranks through mpirun, which does not unpack a "
                            "workdir; use ring")
     for name in spec.node_names or []:
         if name not in known_nodes:
             raise SpecRejected(f"node_names: no node named {name!r}")
+
+
+def _no_own_gpus(spec: JobSpec) -> None:
+    """An nccl job may not set CUDA_VISIBLE_DEVICES: the agent gives each rank its own GPU over it,
+    so the job's value would be silently lost. Judged on the backend chosen, named or not."""
+    field = next((f for f in ("env", "secret_env") if "CUDA_VISIBLE_DEVICES" in getattr(spec, f)), None)
+    if field is None:
+        return
+    chosen = ("" if spec.backend else
+              " (nccl is the backend chosen for this job, which names none: name another backend to keep it)")
+    raise SpecRejected(f"{field}.CUDA_VISIBLE_DEVICES: Jupiter gives each nccl rank one GPU (CUDA_VISIBLE_DEVICES "
+                       f"is the rank's index on its node), so the job's own value would be overridden{chosen}; to "
+                       f"limit the GPUs a node offers, start its agent with CUDA_VISIBLE_DEVICES set")

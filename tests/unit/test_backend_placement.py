@@ -22,8 +22,8 @@ from coordinator.scheduler import Placement, Unplaceable, pick_ports, place
 from coordinator.store import JobRow, Store
 from shared.backends import CUDA_FIX, backend_vars
 from shared.cluster_config import ClusterConfig, load_cluster_config
-from shared.schemas import (GPUInfo, JobSpec, MPIInfo, NetInterface, NodeOut, RegisterRequest, ThunderboltBridge,
-                            ThunderboltInfo)
+from shared.schemas import (GPUInfo, JobSpec, MPIInfo, NetInterface, NodeOut, RankReport, RankState,
+                            RegisterRequest, ThunderboltBridge, ThunderboltInfo)
 from tests.support.harness import registration, sample_facts
 from tests.unit.test_topology import load
 
@@ -182,6 +182,42 @@ def test_one_rank_per_mac_and_at_least_two_macs_for_jaccl():
 # --------------------------------------------------------------------------- nccl
 
 
+@pytest.mark.parametrize("field", ["env", "secret_env"])
+def test_an_nccl_job_setting_cuda_visible_devices_is_refused_naming_the_field(field):
+    job = spec(nodes=2, backend="nccl", **{field: {"CUDA_VISIBLE_DEVICES": "6,7"}})
+    with pytest.raises(SpecRejected) as err:
+        check(job, "nccl", set())
+    text = str(err.value)
+    assert text.startswith(f"{field}.CUDA_VISIBLE_DEVICES: Jupiter gives each nccl rank one GPU")
+    assert text.endswith("to limit the GPUs a node offers, start its agent with CUDA_VISIBLE_DEVICES set")
+    assert "6,7" not in text and "names none" not in text  # the value is never echoed (secret_env)
+    for other in ("ring", "mpi"):  # only nccl gives ranks their GPU: elsewhere the job's value stands
+        check(spec(nodes=2, backend=other, **{field: {"CUDA_VISIBLE_DEVICES": "6,7"}}), other, set())
+    check(spec(nodes=2, backend="nccl", **{field: {"NCCL_DEBUG": "INFO"}}), "nccl", set())
+
+
+def test_a_job_naming_no_backend_is_refused_once_nccl_is_chosen_for_it(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'coordinator.db'}")
+    registry = Registry(store, load_cluster_config(None), heartbeat_interval_s=1, down_after_s=30)
+    jobs = Jobs(store, registry, JobLogs(tmp_path / "jobs"), default_backend="auto")
+    registry.busy_of = jobs.busy_nodes
+    for i, name in enumerate(["gpu-a", "gpu-b"], 1):
+        facts = sample_facts(f"m-{name}", hostname=name, os="linux", os_version="Ubuntu 24.04", device_type="nvidia",
+                             chip="Intel Xeon", gpus=[{"name": "NVIDIA H100", "memory_gb": 80.0}] * 2,
+                             thunderbolt={})
+        registry.register(RegisterRequest.model_validate(registration(name, f"10.0.0.{i}", facts)))
+    try:
+        row, _ = jobs.submit(spec(nodes=2))
+        assert row.backend == "nccl"  # these nodes' fastest: the refusal below is about nccl, chosen
+        with pytest.raises(SpecRejected) as err:
+            jobs.submit(spec(nodes=2, env={"CUDA_VISIBLE_DEVICES": "1"}))
+        assert str(err.value).startswith("env.CUDA_VISIBLE_DEVICES: Jupiter gives each nccl rank one GPU")
+        assert "nccl is the backend chosen for this job, which names none: name another backend" in str(err.value)
+        assert jobs.submit(spec(nodes=2, backend="ring", env={"CUDA_VISIBLE_DEVICES": "1"}))[0].backend == "ring"
+    finally:
+        store.close()
+
+
 def test_nccl_places_on_nvidia_nodes_whose_mlx_has_cuda_and_names_the_fix_otherwise():
     gpus = [nvidia("gpu-b", 2), nvidia("gpu-a", 1)]
     got = place(spec(nodes=2, processes_per_node=2), "nccl", gpus, CFG, set(), {})
@@ -258,6 +294,9 @@ def test_a_jaccl_job_through_jobs_stores_its_plan_and_each_agent_gets_its_rank(t
             [a] = mesh.jobs.orders_for(mesh.ids[name], [])[0]
             assert a.rank == rank and a.mlx_env == {"MLX_JACCL_COORDINATOR": row.plan["coordinator"]}
             assert a.mlx_files == {"MLX_IBV_DEVICES": json.dumps(MESH4) + "\n"} and a.hostfile is None
+            if rank == 0:  # the other ranks are ordered once rank 0 runs (tests/unit/test_rank0_first.py)
+                running = RankState(job_id=row.id, rank=0, state="running")
+                mesh.jobs.report(mesh.ids[name], RankReport(ranks=[running]))
         hosts = json.loads(mesh.jobs.hostfile(row.id, "mlx"))
         assert hosts["backend"] == "jaccl" and [h["rdma"] for h in hosts["hosts"]] == MESH4
         assert "placed on studio-1 (rank 0), studio-2 (rank 1)" in mesh.jobs.logs.read(row.id)[0].decode()
