@@ -1,5 +1,6 @@
 """The "fabric" section of `jupiter check`: what the fast backends need and what stands in their
-way, node by node and cable by cable, and which backend Jupiter would pick for the live nodes.
+way, node by node and cable by cable, and which backend Jupiter would pick for the live nodes
+and for the notable sets among them (the largest RDMA mesh and ring, the NVIDIA nodes with CUDA).
 
 Everything here is the coordinator's answer to `GET /topology?format=jaccl` (the blockers, their
 fixes, the backends each set of nodes can use, the pick and why): this module only fetches and
@@ -64,8 +65,9 @@ def render_fabric(fabric: dict, console: Console) -> None:
         verdict = "[green]nccl ok[/]" if g["nccl_ready"] else "[yellow]no nccl[/]"
         say(f" {markup(g['name'])}: NVIDIA, {len(g['gpus'])} GPU(s), {markup(mlx)}: {verdict}")
         _blockers(say, g["blockers"], nccl_mark)
+    said: set[tuple[str, str]] = set()   # (backend, why not) already printed for an earlier set of nodes
     for entry in fabric.get("backends", []):
-        _backends(say, entry)
+        _backends(say, entry, said)
 
 
 def _node_facts(n: dict) -> str:
@@ -91,16 +93,24 @@ def _blockers(say, blockers: list[dict], mark: str) -> None:
         say(f"   {mark} {markup(b['message'], multiline=True)}\n       fix: {markup(b['fix'], multiline=True)}")
 
 
-def _backends(say, entry: dict) -> None:
+def _backends(say, entry: dict, said: set[tuple[str, str]]) -> None:
+    """One set of nodes (headed by its label: all live nodes, the largest RDMA mesh, ...): the
+    backends it can use, why not the others, and the pick. A reason an earlier set already gave
+    for the same backend is not printed again, and backends with the same reason share a line."""
     names = entry["nodes"]
     these = f"these {len(names)} nodes" if len(names) != 1 else "this node"
     usable = [b for b in FASTEST_FIRST if entry["usable"].get(b, "") is None]
-    say(f" backends {these} can use ({markup(', '.join(names))}): "
+    label = f"{markup(entry['label'])}: " if entry.get("label") else ""
+    say(f" {label}backends {these} can use ({markup(', '.join(names))}): "
         + (markup(", ".join(usable)) if usable else "none"))
+    reasons: dict[str, list[str]] = {}   # why not -> the backends it keeps off, fastest first
     for b in FASTEST_FIRST:
         why = entry["usable"].get(b)
-        if why:
-            say(f"   {b}: {markup(why, multiline=True)}")
+        if why and (b, why) not in said:
+            said.add((b, why))
+            reasons.setdefault(why, []).append(b)
+    for why, which in reasons.items():
+        say(f"   {', '.join(which)}: {markup(why, multiline=True)}")
     pick = entry.get("pick")
     if pick:
         cannot = f"; but {markup(pick)} cannot run on all of them (above)" if entry["usable"].get(pick) else ""

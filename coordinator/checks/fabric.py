@@ -6,7 +6,9 @@ problems survey (coordinator/problems.py); nothing when it names another backend
 without RDMA is no fault on a ring cluster. `report`: the body of `GET /topology?format=jaccl`,
 what `jupiter check` prints whatever the backend: each node's and each cable's RDMA blockers,
 the NVIDIA nodes, the device matrices, and which backends a set of nodes can use and which one
-Jupiter would pick for them (coordinator/jobs/choice.py, the same choice a job gets at submit).
+Jupiter would pick for them (coordinator/jobs/choice.py, the same choice a job gets at submit):
+the nodes asked for, else all live nodes and the notable subsets among them (the largest RDMA
+mesh and ring, the NVIDIA nodes with CUDA).
 
 What blocks RDMA on a node or a cable is worked out in coordinator/topology/fabric.py; this module
 only words it as problems and answers.
@@ -120,6 +122,7 @@ def report(nodes: Sequence[NodeOut], topo: topology.Topology, config: ClusterCon
         chosen = [by_name[s] for s in names]
         order = [n.id for n in chosen]
         topo = topology.build(chosen, interfaces)   # the fabric of just these nodes
+        groups = [("the nodes asked for", chosen)]
     else:
         live = [n.id for n in nodes if n.status != "down" and n.admitted]
         # A cycle over cables RDMA can use when there is one (any order suits jaccl's mesh,
@@ -127,6 +130,8 @@ def report(nodes: Sequence[NodeOut], topo: topology.Topology, config: ClusterCon
         order = (len(live) > 1 and fabric.ring_order_rdma(topo, live, len(live))) or topology.ring_order(topo, live)
         by_id = {n.id: n for n in nodes}
         chosen = [by_id[i] for i in order]
+        groups = [("all live nodes", chosen)] + [(label, [by_id[i] for i in ids])
+                                                 for label, ids in _subsets(topo, chosen)]
     mesh = topology.jaccl_check(topo, order)
     ring = topology.jaccl_check(topo, order, ring=True)
     return {"nodes": [n.name for n in chosen],
@@ -135,7 +140,22 @@ def report(nodes: Sequence[NodeOut], topo: topology.Topology, config: ClusterCon
             "fabric": fabric.fabric_json(topo),
             "nvidia": [_nvidia(n) for n in _by_name(chosen) if n.device_type == "nvidia"],
             "backend": config.backend,
-            "backends": [backends_for(chosen, names is not None, config, interfaces)] if chosen else []}
+            "backends": [{"label": label, **backends_for(group, names is not None, config, interfaces)}
+                         for label, group in groups] if chosen else []}
+
+
+def _subsets(topo: topology.Topology, live: Sequence[NodeOut]) -> list[tuple[str, list[str]]]:
+    """The notable subsets of the live, admitted nodes, each only when it leaves some of them
+    out: the most RDMA can join in a full mesh (jaccl), the most in a cycle when that is more
+    (jaccl-ring; a mesh is a cycle too, so one no larger says nothing new), and the NVIDIA nodes
+    whose MLX has CUDA (nccl). Labels and node ids."""
+    ids = [n.id for n in live]
+    mesh = fabric.largest(topo, ids, "jaccl") or []
+    ring = fabric.largest(topo, ids, "jaccl-ring") or []
+    cuda = [n.id for n in _by_name(live) if n.device_type == "nvidia" and n.mlx_device == "gpu"]
+    found = [("largest RDMA mesh", mesh, len(mesh) >= 2), ("largest RDMA ring", ring, len(ring) > max(len(mesh), 2)),
+             ("NVIDIA nodes with CUDA", cuda, bool(cuda))]
+    return [(label, group) for label, group, notable in found if notable and len(group) < len(ids)]
 
 
 def _nvidia(n: NodeOut) -> dict:

@@ -185,10 +185,11 @@ def rdma_pairs(topo: Topology, ids: Sequence[str]) -> set[frozenset[str]]:
             if not ln.one_sided and ln.a != ln.b and ln.a in ok and ln.b in ok and not link_blockers(topo, ln)}
 
 
-def mesh_order(topo: Topology, ids: Sequence[str], n: int, first: str | None = None) -> list[str] | None:
+def mesh_order(topo: Topology, ids: Sequence[str], n: int, first: str | None = None,
+               budget: list[int] | None = None) -> list[str] | None:
     """`n` of `ids` every two of which RDMA can join (what jaccl needs), `first` first when given,
     the others by name; of all such sets, the first by name. None when there is none, or the
-    search ran out of budget (`explain` says why)."""
+    search ran out of budget (`explain` says why). `budget`: steps left, shared between calls."""
     if n < 2:
         return None
     adj = _rdma_adjacency(topo, ids)
@@ -198,20 +199,21 @@ def mesh_order(topo: Topology, ids: Sequence[str], n: int, first: str | None = N
             return None
         cands = [first] + [c for c in cands if c in adj[first]]
     return _clique(adj, cands, [first] if first is not None else [], 1 if first is not None else 0,
-                   n, [rings.SEARCH_BUDGET])
+                   n, budget if budget is not None else [rings.SEARCH_BUDGET])
 
 
-def ring_order_rdma(topo: Topology, ids: Sequence[str], n: int, first: str | None = None) -> list[str] | None:
+def ring_order_rdma(topo: Topology, ids: Sequence[str], n: int, first: str | None = None,
+                    budget: list[int] | None = None) -> list[str] | None:
     """`n` of `ids` in a cycle whose neighbours RDMA can join (what jaccl-ring needs; two nodes
     need one cable), in cycle order: from `first` when given, else from the first by name, on to
     the nearer by name of its two neighbours. The first cycle a search by name finds; None when
-    there is none or the search ran out of budget."""
+    there is none or the search ran out of budget (`budget`, as for `mesh_order`)."""
     if n < 2:
         return None
     adj = _rdma_adjacency(topo, ids)
     if first is not None and first not in adj:
         return None
-    budget = [rings.SEARCH_BUDGET]
+    budget = budget if budget is not None else [rings.SEARCH_BUDGET]
     for start in [first] if first is not None else sorted(adj, key=topo.key):
         # Without `first`, a cycle is found from its first node by name only: skip the rest.
         allowed = set(adj) if first is not None else {c for c in adj if topo.key(c) >= topo.key(start)}
@@ -223,6 +225,50 @@ def ring_order_rdma(topo: Topology, ids: Sequence[str], n: int, first: str | Non
         if budget[0] <= 0:
             break
     return None
+
+
+def largest(topo: Topology, ids: Sequence[str], backend: str) -> list[str] | None:
+    """The most of `ids` RDMA can use together: for jaccl a full mesh (as `mesh_order` gives it),
+    for jaccl-ring a cycle (as `ring_order_rdma` does; two nodes need one cable). Sizes are tried
+    from the most the usable cables allow down to 2, all on one search budget (no more steps than
+    one search); None when there is none or the budget ran out first."""
+    adj = _rdma_adjacency(topo, ids)
+    if backend == "jaccl":
+        # n nodes all joined to each other have n - 1 neighbours each.
+        degrees = sorted((len(v) for v in adj.values()), reverse=True)
+        top, search = max((k + 1 for k, d in enumerate(degrees) if d >= k), default=0), mesh_order
+    else:
+        top, search = max(_cycle_room(adj), 2 if adj else 0), ring_order_rdma
+    budget = [rings.SEARCH_BUDGET]
+    for n in range(top, 1, -1):
+        found = search(topo, ids, n, budget=budget)
+        if found is not None or budget[0] <= 0:
+            return found
+    return None
+
+
+def _cycle_room(adj: dict[str, set[str]]) -> int:
+    """The most nodes a cycle of 3 or more could take: the largest connected piece left once the
+    nodes with fewer than two neighbours are taken away, again and again (a chain leaves none)."""
+    core = {k: set(v) for k, v in adj.items()}
+    weak = [k for k, v in core.items() if len(v) < 2]
+    while weak:
+        k = weak.pop()
+        for m in core.pop(k, ()):
+            core[m].discard(k)
+            if len(core[m]) < 2:
+                weak.append(m)
+    most, seen = 0, set()
+    for k in core:
+        if k not in seen:
+            piece, todo = {k}, [k]
+            while todo:
+                more = core[todo.pop()] - piece
+                piece |= more
+                todo += more
+            seen |= piece
+            most = max(most, len(piece))
+    return most
 
 
 def _rdma_adjacency(topo: Topology, ids: Sequence[str]) -> dict[str, set[str]]:

@@ -166,8 +166,8 @@ def report(name, names=None, backend="auto", mutate=None):
 
 def test_the_answer_names_usable_backends_and_the_pick():
     got = report("mesh4-one-tb4")
-    (entry,) = got["backends"]
-    assert entry["nodes"] == got["nodes"] and len(entry["nodes"]) == 4
+    entry = got["backends"][0]
+    assert entry["label"] == "all live nodes" and entry["nodes"] == got["nodes"] and len(entry["nodes"]) == 4
     assert "40 Gb/s" in entry["usable"]["jaccl"] and entry["usable"]["jaccl-ring"] is None
     assert entry["usable"]["ring"] is None and "NVIDIA" in entry["usable"]["nccl"]
     assert entry["pick"] == "jaccl-ring" and "jaccl:" in entry["why"] and "40 Gb/s" in entry["why"]
@@ -219,6 +219,45 @@ def test_the_nvidia_nodes_and_their_pick():
     assert got["nvidia"][1]["blockers"][0]["fix"] == CUDA_FIX
 
 
+def by_label(answer: dict) -> dict[str, dict]:
+    return {e["label"]: e for e in answer["backends"]}
+
+
+def test_the_notable_subsets_of_the_live_nodes_each_say_their_backends():
+    got = by_label(report("mesh4-one-tb4"))
+    assert list(got) == ["all live nodes", "largest RDMA mesh"]   # the ring is all four: no entry of its own
+    whole, mesh = got["all live nodes"], got["largest RDMA mesh"]
+    assert "studio-1 Thunderbolt 3 (en4) <-> studio-4 Thunderbolt 1 (en2) runs at 40 Gb/s" in whole["usable"]["jaccl"]
+    assert mesh["nodes"] == ["studio-1", "studio-2", "studio-3"]
+    assert mesh["usable"]["jaccl"] is None and (mesh["pick"], mesh["fastest"]) == ("jaccl", "jaccl")
+    # A healthy mesh is its own largest mesh and ring: one entry.
+    assert list(by_label(report("mesh4-tb5"))) == ["all live nodes"]
+    # Given nodes: just those.
+    asked = report("mesh4-one-tb4", ["studio-1", "studio-4"])["backends"]
+    assert [e["label"] for e in asked] == ["the nodes asked for"] and "40 Gb/s" in asked[0]["usable"]["jaccl"]
+
+
+def test_a_mac_and_nvidia_cluster_names_its_mesh_ring_and_cuda_nodes():
+    nodes, ifs = load("mesh4-one-tb4")
+    nodes += [nvidia("gpu-1", "gpu"), nvidia("gpu-2", "cpu"), nvidia("gpu-3", "gpu")]
+    got = by_label(F.report(nodes, T.build(nodes, ifs), ClusterConfig(), ifs))
+    assert list(got) == ["all live nodes", "largest RDMA mesh", "largest RDMA ring", "NVIDIA nodes with CUDA"]
+    assert len(got["all live nodes"]["nodes"]) == 7 and got["all live nodes"]["pick"] == "ring"
+    assert "gpu-2: MLX there has no CUDA" in got["all live nodes"]["usable"]["nccl"]
+    assert got["largest RDMA mesh"]["pick"] == "jaccl" and len(got["largest RDMA mesh"]["nodes"]) == 3
+    ring = got["largest RDMA ring"]
+    assert sorted(ring["nodes"]) == ["studio-1", "studio-2", "studio-3", "studio-4"]
+    assert ring["pick"] == "jaccl-ring" and ring["usable"]["jaccl-ring"] is None and ring["usable"]["jaccl"]
+    cuda = got["NVIDIA nodes with CUDA"]
+    assert cuda["nodes"] == ["gpu-1", "gpu-3"] and cuda["usable"]["nccl"] is None and cuda["pick"] == "nccl"
+    # A down node and one not yet approved are in none of them.
+    nodes = [n.model_copy(update={"status": "down"}) if n.name == "gpu-3" else
+             n.model_copy(update={"admitted": False}) if n.name == "studio-4" else n for n in nodes]
+    got = by_label(F.report(nodes, T.build(nodes, ifs), ClusterConfig(), ifs))
+    assert all("gpu-3" not in e["nodes"] and "studio-4" not in e["nodes"] for e in got.values())
+    assert got["NVIDIA nodes with CUDA"]["nodes"] == ["gpu-1"] and "largest RDMA ring" not in got
+
+
 # --------------------------------------------------------------------------- printing
 
 
@@ -244,6 +283,25 @@ def test_the_section_prints_each_blocker_with_its_fix_and_the_pick():
     gpus = [nvidia("gpu-1", "cpu")]
     text = printed(F.report(gpus, T.build(gpus, {}), ClusterConfig(backend="nccl"), {}))
     assert "gpu-1: NVIDIA, 1 GPU(s)" in text and "no nccl" in text and "x MLX on gpu-1 has no CUDA" in text
+
+
+def test_the_section_prints_each_set_of_nodes_under_its_label_once():
+    nodes, ifs = load("mesh4-one-tb4")
+    nodes += [nvidia("gpu-1", "gpu")]
+    text = printed(F.report(nodes, T.build(nodes, ifs), ClusterConfig(), ifs))
+    for head in ("all live nodes: backends these 5 nodes can use (",
+                 "largest RDMA mesh: backends these 3 nodes can use (studio-1, studio-2, studio-3): jaccl, jaccl-ring,",
+                 "largest RDMA ring: backends these 4 nodes can use (",
+                 "NVIDIA nodes with CUDA: backends this node can use (gpu-1): nccl, ring"):
+        assert text.count(head) == 1, (head, text)
+    assert "Jupiter would pick jaccl for these 3 nodes" in text and "Jupiter would pick nccl for this node" in text
+    # The same reason is said once, for all the backends it keeps off.
+    assert text.count("nccl: none of these nodes is an NVIDIA node") == 1
+    assert "   jaccl, jaccl-ring: JACCL needs at least 2 nodes" in text
+    # An answer without labels (an older coordinator) still prints.
+    old = report("mesh4-tb5")
+    old["backends"] = [{k: v for k, v in e.items() if k != "label"} for e in old["backends"]]
+    assert "\n backends these 4 nodes can use (" in printed(old)
 
 
 def test_the_section_is_shown_for_macs_with_thunderbolt_facts_or_nvidia_nodes():

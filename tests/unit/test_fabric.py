@@ -309,3 +309,34 @@ def test_searches_stop_at_the_budget(monkeypatch):
     monkeypatch.setattr(rings, "SEARCH_BUDGET", 2)
     assert F.mesh_order(topo, list(topo.nodes), 4) is None
     assert F.ring_order_rdma(topo, list(topo.nodes), 4) is None
+
+
+# --------------------------------------------------------------------------- the largest mesh and ring
+
+
+def test_the_largest_mesh_and_ring_each_cluster_allows():
+    topo = topo_of("mesh4-one-tb4")
+    s1, s2, s3, s4 = everyone = ids(topo, *STUDIOS)
+    # Without the 40 Gb/s studio-1 <-> studio-4 cable: a triangle for jaccl, all four around it for jaccl-ring.
+    assert F.largest(topo, everyone, "jaccl") == [s1, s2, s3]
+    assert F.largest(topo, everyone, "jaccl-ring") == F.ring_order_rdma(topo, everyone, 4) == [s1, s2, s4, s3]
+    topo = topo_of("ring4-tb5")
+    everyone = ids(topo, *STUDIOS)
+    assert names(topo, F.largest(topo, everyone, "jaccl")) == ["studio-1", "studio-2"]
+    assert names(topo, F.largest(topo, everyone, "jaccl-ring")) == list(STUDIOS)
+    assert names(topo, F.largest(topo, everyone[1:], "jaccl-ring")) == ["studio-2", "studio-3"]  # a chain: one cable
+    topo = topo_of("mesh4-tb5")
+    assert len(F.largest(topo, list(topo.nodes), "jaccl")) == 4
+    # No Mac ready for RDMA: nothing at all.
+    topo = topo_of("ring4")
+    assert F.largest(topo, list(topo.nodes), "jaccl") is None
+    assert F.largest(topo, list(topo.nodes), "jaccl-ring") is None
+
+
+def test_the_largest_search_shares_one_budget_across_sizes(monkeypatch):
+    topo = topo_of("mesh4-one-tb4")
+    everyone = list(topo.nodes)
+    monkeypatch.setattr(rings, "SEARCH_BUDGET", 3)
+    # Each size alone would find two nodes; tried from four down, the one budget runs out first.
+    assert F.mesh_order(topo, everyone, 2) is not None
+    assert F.largest(topo, everyone, "jaccl") is None
