@@ -324,10 +324,12 @@ class Jobs:
                              pressure=lambda: views.node_pressure(self.registry))
 
     def detail(self, job_id: str) -> JobDetail:
-        job = self.get_row(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return views.job_detail(job, self.ranks(job_id), pressure=lambda: views.node_pressure(self.registry))
+        with self.store.read() as s:  # one read: the job and the ranks of the attempt it is on
+            job = repo.job(s, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            ranks = repo.ranks(s, job_id, job.attempt)
+        return views.job_detail(job, ranks, pressure=lambda: views.node_pressure(self.registry))
 
     def hostfile(self, job_id: str, fmt: str) -> str:
         job = self.get_row(job_id)
