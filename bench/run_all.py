@@ -113,8 +113,11 @@ def _trainer(r: dict) -> str:
         j = _get(r, "kinds", f"jupiter_{w}", "step_s_median")
         p = _get(r, "kinds", f"plain_{w}", "step_s_median")
         ratio = _get(r, "step_time_ratios", label, "all", "jupiter/plain")
+        paired = _get(r, "step_time_ratios", label, "all", "paired_per_rep", "jupiter/plain")
+        by_hand = _get(r, "step_time_ratios", label, "all", "paired_per_rep", "jupiter/hand")
         parts.append(f"{w} rank{'s' if w > 1 else ''}: step {_fmt(j, ' s')} (plain {_fmt(p, ' s')}, "
-                     f"Jupiter / plain {_fmt(ratio, 'x')})")
+                     f"Jupiter / plain {_fmt(ratio, 'x')}, paired {_fmt(paired, 'x')}; "
+                     f"Jupiter / by hand, paired {_fmt(by_hand, 'x')})")
     parts.append(f"scaling efficiency {_fmt(_get(r, 'scaling_efficiency', 'jupiter', 'all'))}")
     return "; ".join(parts)
 

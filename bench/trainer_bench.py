@@ -1,7 +1,7 @@
 """Trainer throughput: the built-in trainer as a Jupiter job on 1 and 2 ranks, beside the same
 trainer command started by hand and beside a plain MLX training loop of the same model, in one run.
 
-    .venv/bin/python bench/trainer_bench.py [--steps 30] [--reps 3] [--skip 1] [--quiet-below 0.05] [--detail]
+    .venv/bin/python bench/trainer_bench.py [--steps 30] [--reps 4] [--skip 1] [--quiet-below 0.05] [--detail]
 
 One coordinator (heartbeat 5 s) and two agents on this machine. Each repetition runs six kinds of
 run, all training the `tiny` preset on the `sample` domain for the same number of steps (global
@@ -19,8 +19,9 @@ batch 16 x 128 tokens, AdamW with warmup and cosine decay, clip 1.0, float32):
   compiles the whole step (forward, backward, all-reduce, clip, AdamW) the way MLX's examples do;
   `--plain-compile grad` compiles only the loss and its gradient, as the trainer does.
 
-The 1-rank kinds go first and the 2-rank kinds after them; odd repetitions run the six in reverse
-order, so every kind meets the same drift of a shared machine.
+An untimed 2-rank Jupiter run goes first (it warms the machine and gives the hand runs the job's
+argv). Then, in each repetition, the 1-rank kinds go first and the 2-rank kinds after them; odd
+repetitions run the six in reverse order, so every kind meets the same drift of a shared machine.
 
 Step time: the trainer times each optimizer step itself (`train_step`: batch, forward, backward,
 all-reduce, clip, update, eval of the results), and each progress line gives tokens/s over the
@@ -536,7 +537,7 @@ def summarise(runs: dict[str, list[dict]], cpu: dict[str, list[dict]], args) -> 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run (default 30)")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=4, help="repetitions of the six kinds (default 4)")
     ap.add_argument("--skip", type=int, default=1,
                     help="steps left out of the step time (compilation), up to the first progress line at or "
                          "after this step (default 1: step 1, which has a line of its own)")
@@ -579,10 +580,15 @@ def main() -> int:
         watch = CpuWatch({"coordinator": coord.proc.pid, "agent_a1": agents[0].proc.pid,
                           "agent_a2": agents[1].proc.pid})
         ours = {coord.proc.pid} | {a.proc.pid for a in agents}
+        # One untimed 2-rank Jupiter run first: it gives the hand runs the job's argv, and warms
+        # what the very first run of a fresh machine pays for (files read from disk, the first
+        # ring connection), which used to land on the Jupiter runs of the first repetition only.
+        try:
+            command = run_jupiter(coord, 2, args.steps, args.skip, tps)["command"]
+        except (RunFailed, AssertionError) as exc:
+            failures.append(f"warm-up: {exc}")
         for i in range(args.reps):
             order = KINDS if i % 2 == 0 else tuple(reversed(KINDS))
-            if command is None:  # the hand runs need the Jupiter job's argv: a Jupiter run goes first
-                order = tuple(sorted(order, key=lambda k: not k.startswith("jupiter")))
             for kind in order:
                 name, world = kind.rsplit("_", 1)
                 world = int(world)
