@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from agent.facts.rdma import read_ibv_devices
 from agent.system import System
-from shared.backends import AGENT_STARTED, RDMA
+from shared.backends import RDMA, RENDEZVOUS
 from shared.schemas.ranks import RankAssignment
 
 
@@ -26,7 +26,7 @@ def port_problem(a: RankAssignment) -> str | None:
     if a.backend == "ring":
         entries = a.hostfile[a.rank] if a.hostfile and a.rank < len(a.hostfile) else []
     else:
-        coordinator = coordinator_of(a.mlx_env) if a.backend in AGENT_STARTED and a.rank == 0 else None
+        coordinator = coordinator_of(a.mlx_env) if a.backend in RENDEZVOUS and a.rank == 0 else None
         entries = [coordinator] if coordinator else []
     return next((p for p in map(_bind_problem, entries) if p), None)
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 JOB_BACKENDS = ("ring", "mpi", "jaccl", "jaccl-ring", "nccl")
 AGENT_STARTED = frozenset({"ring", "jaccl", "jaccl-ring", "nccl"})  # no mpirun, no SSH
 RDMA = frozenset({"jaccl", "jaccl-ring"})
+# Rank 0 serves a rendezvous every other rank dials (MLX_JACCL_COORDINATOR, NCCL_HOST_IP:NCCL_PORT).
+RENDEZVOUS = RDMA | {"nccl"}
 # Where neither the job nor cluster.yaml names a backend: the first of these the nodes support.
 # JACCL (RDMA over Thunderbolt 5) has about a tenth of ring's latency; its ring variant needs only
 # neighbours cabled; NCCL is the only one that uses NVIDIA GPUs; ring works on any TCP network.

@@ -15,7 +15,7 @@ from coordinator.jobs import transitions as t
 from coordinator.scheduler import Placement, Unplaceable, pick_ports, place, reservation
 from coordinator.store import JobRow, RankRow
 from shared import hostfiles
-from shared.backends import RDMA, backend_vars
+from shared.backends import RDMA, RENDEZVOUS, backend_vars
 from shared.schemas import JobSpec
 from shared.status import JobStatus
 
@@ -45,7 +45,7 @@ def plan_of(job: JobRow, placement: Placement, ranks: list[RankRow]) -> dict:
     rank dials ("coordinator"); jaccl*: the RDMA device matrix ("devices"), as the nodes' facts
     name the devices at this moment (they change at reboot: a restarted job reads them again)."""
     plan = {k: v for k, v in (job.plan or {}).items() if k not in ("coordinator", "devices", "left_out")}
-    if job.backend in RDMA or job.backend == "nccl":
+    if job.backend in RENDEZVOUS:
         rank0 = min(ranks, key=lambda r: r.rank)
         plan["coordinator"] = f"{rank0.address}:{rank0.port}"
     if job.backend in RDMA:

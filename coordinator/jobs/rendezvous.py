@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
-from shared.backends import RDMA
+from shared.backends import RENDEZVOUS
 from shared.status import RankStatus
 
-RANK0_FIRST = RDMA | {"nccl"}  # the backends whose rank 0 serves the rendezvous (placement.plan_of)
 STARTED = frozenset({RankStatus.RUNNING, RankStatus.EXITED})  # its process exists, or existed
 
 
@@ -34,9 +33,9 @@ R = TypeVar("R", bound=RankLike)
 
 def may_start(backend: str, waiting: Sequence[R], everyone: Iterable[RankLike]) -> list[R]:
     """Of `waiting` (ranks of one attempt not yet ordered to start), those that may be now:
-    all of them, except that for a RANK0_FIRST backend the ranks other than 0 (on rank 0's node
+    all of them, except that for a RENDEZVOUS backend the ranks other than 0 (on rank 0's node
     too) wait until rank 0 of `everyone` (the whole attempt) has started."""
-    if backend not in RANK0_FIRST:
+    if backend not in RENDEZVOUS:
         return list(waiting)
     rank0 = next((r for r in everyone if r.rank == 0), None)
     if rank0 is None or rank0.state in STARTED:  # no rank 0 stored: nothing to wait for
@@ -46,5 +45,5 @@ def may_start(backend: str, waiting: Sequence[R], everyone: Iterable[RankLike]) 
 
 def releases_others(backend: str, rank: int, before: str, after: str) -> bool:
     """Whether rank `rank` moving from state `before` to `after` lets ranks that may_start held
-    back start now: rank 0 of a RANK0_FIRST backend, started for the first time."""
-    return backend in RANK0_FIRST and rank == 0 and before not in STARTED and after in STARTED
+    back start now: rank 0 of a RENDEZVOUS backend, started for the first time."""
+    return backend in RENDEZVOUS and rank == 0 and before not in STARTED and after in STARTED

@@ -20,13 +20,14 @@ def components(topo: Topology) -> list[Component]:
     for start in sorted(topo.nodes, key=topo.key):
         if start in seen:
             continue
-        members = _reach(adj, start)
+        members = reach(adj, start)
         seen |= members
         out.append(_classify(topo, adj, members))
     return out
 
 
-def _reach(adj: Mapping[str, set[str]], start: str) -> set[str]:
+def reach(adj: Mapping[str, set[str]], start: str) -> set[str]:
+    """Every node `start` reaches over the edges of `adj`, itself included."""
     found, todo = {start}, [start]
     while todo:
         for nxt in adj[todo.pop()] - found:

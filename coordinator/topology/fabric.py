@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from coordinator.topology import rings
+from coordinator.topology.components import reach
 from coordinator.topology.graph import Link, PortFacts, Topology
 from shared.backends import MIN_MACOS, RDMA, RDMA_ENABLE_FIX, macos_version
 
@@ -261,11 +262,7 @@ def _cycle_room(adj: dict[str, set[str]]) -> int:
     most, seen = 0, set()
     for k in core:
         if k not in seen:
-            piece, todo = {k}, [k]
-            while todo:
-                more = core[todo.pop()] - piece
-                piece |= more
-                todo += more
+            piece = reach(core, k)
             seen |= piece
             most = max(most, len(piece))
     return most
